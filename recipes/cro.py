@@ -1,0 +1,103 @@
+"""Caption Reward Optimization (CRO): GRPO on a Qwen2.5-VL captioner, rewarded by a frozen text reasoner.
+
+    accelerate launch --config_file configs/accelerate/single.yaml recipes/cro.py --config recipes/tiny/cro.yaml
+
+Every key of the YAML is a field of CROScriptArguments (racro_trl/configs.py), trl.GRPOConfig or
+trl.ModelConfig, and can be overridden on the command line (`--learning_rate 5e-7`).
+"""
+
+import logging
+import os
+import sys
+
+import datasets
+import transformers
+from accelerate import PartialState
+from transformers import AutoProcessor, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config
+
+from racro_trl.configs import CROScriptArguments, make_parser, validate_run
+from racro_trl.data import load_dataset_any, set_image_pixels, to_training_format
+from racro_trl.report import audit_summary, reward_table
+from racro_trl.rewards import get_reward_funcs
+
+logger = logging.getLogger(__name__)
+
+
+def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args: ModelConfig):
+    # ---- Seed, logging, launch checks --------------------------------------------------------------
+    set_seed(training_args.seed)
+    state = PartialState()
+    level = training_args.get_process_log_level()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, stream=sys.stdout)
+    for lib in (datasets, transformers):
+        lib.utils.logging.set_verbosity(level)
+    validate_run(script_args, training_args, state.num_processes)
+    logger.info("script %s\nmodel %s", script_args, model_args)
+
+    # ---- Data ---------------------------------------------------------------------------------------
+    dataset = load_dataset_any(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
+    if script_args.max_train_samples is not None:
+        dataset = dataset.select(range(min(script_args.max_train_samples, len(dataset))))
+    dataset = to_training_format(dataset, script_args.prompt_format, script_args.dataset_num_proc)
+
+    # ---- Processor and model (GRPOTrainer loads the model itself, under zero.Init with ZeRO-3) -------
+    processor = AutoProcessor.from_pretrained(
+        model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
+    )
+    set_image_pixels(processor, script_args.image_min_pixels, script_args.image_max_pixels)
+    training_args.model_init_kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+        **(training_args.model_init_kwargs or {}),
+    }
+
+    # ---- Rewards (the reasoner is built lazily, at the first reward call) ---------------------------
+    reward_funcs = get_reward_funcs(script_args.reward_funcs, script_args, training_args.output_dir)
+
+    # ---- Trainer --------------------------------------------------------------------------------------
+    trainer = GRPOTrainer(
+        model=model_args.model_name_or_path,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=dataset,
+        processing_class=processor,
+        peft_config=get_peft_config(model_args),
+    )
+
+    # ---- Train, resuming from the last checkpoint in output_dir -------------------------------------
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None and os.path.isdir(training_args.output_dir):
+        checkpoint = get_last_checkpoint(training_args.output_dir)
+        if checkpoint is not None:
+            logger.info("resuming from %s", checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+
+    # ---- Save -------------------------------------------------------------------------------------------
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        processor.save_pretrained(training_args.output_dir)
+        trainer.create_model_card(dataset_name=script_args.dataset_name, tags=["racro", "cro", "trl", "grpo"])
+        print(f"\nReward per step:\n{reward_table(trainer.state.log_history)}")
+        audit_dir = os.path.join(training_args.output_dir, "audit")
+        if os.path.isdir(audit_dir):
+            print(audit_summary(audit_dir))
+        print(f"model saved to {training_args.output_dir}")
+
+    # ---- Push ---------------------------------------------------------------------------------------------
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name, tags=["racro", "cro", "trl", "grpo"])
+
+    for func in reward_funcs:
+        if hasattr(func, "close"):
+            func.close()
+
+
+if __name__ == "__main__":
+    main(*make_parser().parse_args_and_config())

@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny models built once per session, one vLLM reasoner engine per session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    from racro_trl.tiny import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def sample_data() -> Path:
+    path = REPO / "data" / "sample"
+    assert (path / "train.parquet").exists(), "the shipped sample data is missing (racro make-sample-data)"
+    return path
+
+
+@pytest.fixture(scope="session")
+def vllm_reasoner(tiny_models):
+    """One in-process vLLM engine on the tiny reasoner for the whole session (~40 s to start)."""
+    from racro_trl.reasoners import build_reasoner
+
+    reasoner = build_reasoner(
+        "vllm", str(tiny_models["reasoner"]), max_model_len=1024, enforce_eager=True, gpu_memory_utilization=0.3
+    )
+    yield reasoner
+    reasoner.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
