@@ -1,2 +1,3 @@
 """racro-trl: RACRO caption reward optimization as a TRL recipe."""
+
 __version__ = "0.1.0"

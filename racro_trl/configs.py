@@ -28,13 +28,37 @@ class CROScriptArguments(trl.ScriptArguments):
     )
     image_min_pixels: int | None = field(
         default=None,
-        metadata={"help": "Smallest image area fed to the policy (the original: 512*512 = 262144); None: the processor's."},
+        metadata={
+            "help": "Smallest image area fed to the policy (the original: 512*512 = 262144); None: the processor's."
+        },
     )
     image_max_pixels: int | None = field(
         default=None,
-        metadata={"help": "Largest image area fed to the policy (the original: 2048*2048 = 4194304); None: the processor's."},
+        metadata={
+            "help": "Largest image area fed to the policy (the original: 2048*2048 = 4194304); None: the processor's."
+        },
     )
-    dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for dataset preprocessing."})
+    dataset_num_proc: int | None = field(
+        default=None, metadata={"help": "Processes for dataset preprocessing."}
+    )
+    dataset_sources: list[str] | None = field(
+        default=None, metadata={"help": "Train only on rows of these sources (ViRL39K `source`)."}
+    )
+    dataset_categories: list[str] | None = field(
+        default=None, metadata={"help": "Train only on rows of these categories (ViRL39K `category`)."}
+    )
+    pass_rate_column: str = field(
+        default="PassRate_7BBase",
+        metadata={"help": "Column the pass-rate filter reads (ViRL39K: PassRate_7BBase or PassRate_32BTrained)."},
+    )
+    min_pass_rate: float | None = field(
+        default=None,
+        metadata={"help": "Keep rows whose pass rate is above this (e.g. 0.0 drops never-solved items)."},
+    )
+    max_pass_rate: float | None = field(
+        default=None,
+        metadata={"help": "Keep rows whose pass rate is below this (e.g. 1.0 drops always-solved items)."},
+    )
 
     # Rewards
     reward_funcs: list[str] = field(
@@ -44,7 +68,9 @@ class CROScriptArguments(trl.ScriptArguments):
     )  # fmt: skip
     reward_audit: bool = field(
         default=True,
-        metadata={"help": "Write one JSONL record per caption (reasoner prompt, answers, gold, score) to output_dir/audit."},
+        metadata={
+            "help": "Write one JSONL record per caption (reasoner prompt, answers, gold, score) to output_dir/audit."
+        },
     )
 
     # Reasoner
@@ -55,10 +81,13 @@ class CROScriptArguments(trl.ScriptArguments):
     )  # fmt: skip
     reasoner_model: str | None = field(
         default="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
-        metadata={"help": "Reasoner checkpoint (path or Hub id); with 'openai', the served model name (None: the first served)."},
+        metadata={
+            "help": "Reasoner checkpoint (path or Hub id); with 'openai', the served model name (None: the first served)."
+        },
     )
     reasoner_url: str | None = field(
-        default=None, metadata={"help": "Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."}
+        default=None,
+        metadata={"help": "Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."},
     )
     reasoner_api_key_env: str = field(
         default="REASONER_API_KEY",
@@ -70,27 +99,41 @@ class CROScriptArguments(trl.ScriptArguments):
     reasoner_temperature: float = field(default=1.0, metadata={"help": "Reasoner sampling temperature."})
     reasoner_top_p: float = field(default=1.0, metadata={"help": "Reasoner nucleus sampling."})
     reasoner_max_tokens: int = field(default=8192, metadata={"help": "Reasoner answer length cap (tokens)."})
-    reasoner_seed: int | None = field(default=None, metadata={"help": "Sampling seed of the reasoner (None: random)."})
+    reasoner_seed: int | None = field(
+        default=None,
+        metadata={"help": "Reasoner sampling seed: per-request seeds derive from it (vLLM on GPU, servers); "
+                  "the vllm backend also seeds its engine with it. None: random."},
+    )  # fmt: skip
     reasoner_gpu_memory_utilization: float = field(
         default=0.3, metadata={"help": "vLLM backend: share of GPU memory for the reasoner engine."}
     )
-    reasoner_tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM backend: tensor parallel size."})
+    reasoner_tensor_parallel_size: int = field(
+        default=1, metadata={"help": "vLLM backend: tensor parallel size."}
+    )
     reasoner_max_model_len: int | None = field(
         default=None, metadata={"help": "vLLM backend: context length (None: the model's)."}
     )
-    reasoner_dtype: str = field(default="auto", metadata={"help": "Reasoner weights dtype ('auto', 'bfloat16', ...)."})
+    reasoner_dtype: str = field(
+        default="auto", metadata={"help": "Reasoner weights dtype ('auto', 'bfloat16', ...)."}
+    )
     reasoner_enforce_eager: bool = field(
         default=False, metadata={"help": "vLLM backend: no CUDA graphs (faster start, slower decode)."}
     )
     reasoner_timeout: float = field(default=600.0, metadata={"help": "openai backend: seconds per request."})
-    reasoner_max_retries: int = field(default=3, metadata={"help": "openai backend: retries per failed request."})
-    reasoner_concurrency: int = field(default=64, metadata={"help": "openai backend: requests in flight per process."})
+    reasoner_max_retries: int = field(
+        default=3, metadata={"help": "openai backend: retries per failed request."}
+    )
+    reasoner_concurrency: int = field(
+        default=64, metadata={"help": "openai backend: requests in flight per process."}
+    )
 
     def __post_init__(self):
         from .rewards import resolve_reward_name
 
         if self.prompt_format not in PROMPT_FORMATS:
-            raise ValueError(f"prompt_format must be one of {sorted(PROMPT_FORMATS)}, got {self.prompt_format!r}")
+            raise ValueError(
+                f"prompt_format must be one of {sorted(PROMPT_FORMATS)}, got {self.prompt_format!r}"
+            )
         for name in self.reward_funcs:
             resolve_reward_name(name)
         if self.prompt_format == "qa_cot" and "caption_reasoner" in self.reward_funcs:
@@ -101,16 +144,22 @@ class CROScriptArguments(trl.ScriptArguments):
         if "caption_reasoner" not in self.reward_funcs:
             return
         if self.reasoner_backend not in BACKENDS:
-            raise ValueError(f"reasoner_backend must be one of {', '.join(BACKENDS)}, got {self.reasoner_backend!r}")
+            raise ValueError(
+                f"reasoner_backend must be one of {', '.join(BACKENDS)}, got {self.reasoner_backend!r}"
+            )
         if self.reasoner_backend == "openai" and not self.reasoner_url:
-            raise ValueError("reasoner_backend openai needs reasoner_url (e.g. http://127.0.0.1:8000/v1 of `vllm serve`)")
+            raise ValueError(
+                "reasoner_backend openai needs reasoner_url (e.g. http://127.0.0.1:8000/v1 of `vllm serve`)"
+            )
         if self.reasoner_backend != "openai" and self.reasoner_url:
             raise ValueError(
                 f"reasoner_url is set but reasoner_backend is {self.reasoner_backend!r}; "
                 "set reasoner_backend: openai to use the server, or remove reasoner_url"
             )
         if self.reasoner_backend != "openai" and not self.reasoner_model:
-            raise ValueError(f"reasoner_backend {self.reasoner_backend} needs reasoner_model (a path or Hub id)")
+            raise ValueError(
+                f"reasoner_backend {self.reasoner_backend} needs reasoner_model (a path or Hub id)"
+            )
         if self.reasoner_num_samples < 1:
             raise ValueError(f"reasoner_num_samples must be >= 1, got {self.reasoner_num_samples}")
         if self.reasoner_max_tokens < 1:
@@ -134,6 +183,7 @@ class CROScriptArguments(trl.ScriptArguments):
                 "max_model_len": self.reasoner_max_model_len,
                 "dtype": self.reasoner_dtype,
                 "enforce_eager": self.reasoner_enforce_eager,
+                "seed": self.reasoner_seed,
             }
         return {"dtype": self.reasoner_dtype}
 
@@ -153,7 +203,9 @@ def validate_run(script_args: CROScriptArguments, training_args, num_processes: 
             f"which cannot span reasoner_tensor_parallel_size={script_args.reasoner_tensor_parallel_size} GPUs; "
             "serve the reasoner once (`vllm serve <model> --tensor-parallel-size N`) and set reasoner_backend: openai"
         )
-    if training_args.reward_weights is not None and len(training_args.reward_weights) != len(script_args.reward_funcs):
+    if training_args.reward_weights is not None and len(training_args.reward_weights) != len(
+        script_args.reward_funcs
+    ):
         raise ValueError(
             f"reward_weights has {len(training_args.reward_weights)} entries for {len(script_args.reward_funcs)} "
             f"reward_funcs {script_args.reward_funcs}; give one weight per function"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from pathlib import Path
 
 from . import prompts
@@ -59,29 +60,102 @@ def to_training_format(dataset, prompt_format: str = "caption", num_proc: int | 
     """
     if prompt_format not in PROMPT_FORMATS:
         raise ValueError(f"prompt_format must be one of {sorted(PROMPT_FORMATS)}, got {prompt_format!r}")
+    if is_verl_format(dataset):
+        dataset = from_verl_format(dataset)
     columns = set(dataset.column_names)
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing or not ({"images", "image"} & columns):
         missing += [] if {"images", "image"} & columns else ["images"]
         raise ValueError(f"dataset lacks column(s) {missing}; {SCHEMA_HELP}; found {sorted(columns)}")
     if "images" not in columns:
-        dataset = dataset.map(lambda row: {"images": [row["image"]] if row["image"] is not None else []})
+        dataset = dataset.map(lambda image: {"images": [image] if image is not None else []}, input_columns=["image"])
         dataset = dataset.remove_columns("image")
+    # Checks and prompts need the number of images, not their pixels: work on undecoded images.
+    decoded = dataset.features["images"]
+    dataset = dataset.cast_column("images", _undecoded_images(dataset))
     _check_rows(dataset)
     build = PROMPT_FORMATS[prompt_format]
-    return dataset.map(
-        lambda row: {"prompt": build(row["question"], len(row["images"]))},
+    dataset = dataset.map(
+        lambda question, images: {"prompt": build(question, len(images))},
+        input_columns=["question", "images"],
         num_proc=num_proc,
         desc=f"building {prompt_format} prompts",
     )
+    return dataset.cast_column("images", decoded)
+
+
+def is_verl_format(dataset) -> bool:
+    """Whether rows are in the original RACRO (verl) caption parquet schema."""
+    return {"prompt", "images", "reward_model"} <= set(dataset.column_names)
+
+
+_VERL_QUESTION = re.compile(r"^Question: (.*)\nPlease describe the image\. DO NOT try to answer the question!$", re.S)
+
+
+def from_verl_format(dataset):
+    """The verl caption parquet (``prompt``, ``images``, ``reward_model.ground_truth``, ``extra_info``)
+    mapped to the training schema, so existing RACRO data trains without re-preparing."""
+
+    def convert(row):
+        extra = row.get("extra_info") or {}
+        question = extra.get("question")
+        if not question:
+            user = next(m["content"] for m in row["prompt"] if m["role"] == "user")
+            match = _VERL_QUESTION.match(user if isinstance(user, str) else "")
+            question = match.group(1) if match else user
+        return {
+            "question": question,
+            "answer": str(row["reward_model"]["ground_truth"]),
+            "category": extra.get("category") or "",
+            "source": extra.get("source") or "",
+            "qid": str(extra.get("qid") or extra.get("index") or ""),
+        }
+
+    keep = {"images"}
+    drop = [c for c in dataset.column_names if c not in keep]
+    return dataset.map(convert, remove_columns=drop, desc="converting verl caption rows")
+
+
+def filter_dataset(
+    dataset,
+    sources: list[str] | None = None,
+    categories: list[str] | None = None,
+    pass_rate_column: str | None = None,
+    min_pass_rate: float | None = None,
+    max_pass_rate: float | None = None,
+):
+    """Select rows by source, category and pass rate; logs how many each filter removed.
+
+    Items a reasoner always or never solves give every caption the same reward (zero GRPO advantage):
+    ``min_pass_rate``/``max_pass_rate`` (exclusive bounds) drop them up front.
+    """
+    checks = []
+    if sources:
+        checks.append(("source", lambda value: value in sources))
+    if categories:
+        checks.append(("category", lambda value: value in categories))
+    if min_pass_rate is not None or max_pass_rate is not None:
+        if pass_rate_column not in dataset.column_names:
+            raise ValueError(
+                f"pass-rate filter on {pass_rate_column!r}, which the dataset lacks (columns: {dataset.column_names})"
+            )
+        low = float("-inf") if min_pass_rate is None else min_pass_rate
+        high = float("inf") if max_pass_rate is None else max_pass_rate
+        checks.append((pass_rate_column, lambda value: value is not None and low < value < high))
+    for name, keep in checks:
+        before = len(dataset)
+        # input_columns: the filter reads one column and never decodes the images
+        dataset = dataset.filter(keep, input_columns=[name], desc=f"filtering on {name}")
+        logger.info("filter on %s kept %d of %d rows", name, len(dataset), before)
+    if len(dataset) == 0:
+        raise ValueError("no training rows left after the dataset filters (dataset_sources/categories, pass rate)")
+    return dataset
 
 
 def _check_rows(dataset) -> None:
     """Fail on a row without image or answer, naming it: a silent skip would bias the run."""
-    table = dataset.select_columns([c for c in ("images", "answer", "qid") if c in dataset.column_names])
-    # Reading the image structs (not decoding them) keeps this cheap.
-    table = table.cast_column("images", _undecoded_images(dataset))
-    for i, row in enumerate(table):
+    columns = [c for c in ("images", "answer", "qid") if c in dataset.column_names]
+    for i, row in enumerate(dataset.select_columns(columns)):
         where = f"row {i}" + (f" (qid {row['qid']})" if row.get("qid") else "")
         if not row["images"] or any(img is None or (img.get("bytes") is None and not img.get("path")) for img in row["images"]):
             raise ValueError(f"{where} has no image; every CRO prompt needs its image(s). {SCHEMA_HELP}")

@@ -17,12 +17,13 @@ from pathlib import Path
 
 def _max_param_change(before: str | Path, after: str | Path) -> float:
     """Largest absolute parameter difference between two saved policies (reloaded from disk)."""
-    import torch
     from transformers import AutoModelForImageTextToText
 
     a = AutoModelForImageTextToText.from_pretrained(before).state_dict()
     b = AutoModelForImageTextToText.from_pretrained(after).state_dict()
-    return max((a[k].float() - b[k].float()).abs().max().item() for k in a if k in b and a[k].is_floating_point())
+    return max(
+        (a[k].float() - b[k].float()).abs().max().item() for k in a if k in b and a[k].is_floating_point()
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny-dir", default="tiny-models")
     parser.add_argument("--recipe", default="recipes/tiny/cro.yaml")
     parser.add_argument("--accelerate-config", default="configs/accelerate/single.yaml")
-    parser.add_argument("--output-dir", default="outputs/demo-cro", help="wiped at the start of every demo run")
+    parser.add_argument(
+        "--output-dir", default="outputs/demo-cro", help="wiped at the start of every demo run"
+    )
     args = parser.parse_args(argv)
 
     from .data import build_sample_dataset
@@ -60,9 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     print("\n================ racro-trl demo ================")
     print(reward_table(history))
     print(audit_summary(Path(args.output_dir) / "audit"))
-    print(f"checkpoint {checkpoints[-1]} reloads with from_pretrained; largest policy parameter change {change:.3g}")
+    print(
+        f"checkpoint {checkpoints[-1]} reloads with from_pretrained; largest policy parameter change {change:.3g}"
+    )
     print(f"final model: {args.output_dir}")
-    print(f"time: {train_seconds:.0f}s for accelerate launch (incl. vLLM reasoner start), {time.perf_counter() - start:.0f}s total")
+    print(
+        f"time: {train_seconds:.0f}s for accelerate launch (incl. vLLM reasoner start), {time.perf_counter() - start:.0f}s total"
+    )
     return 0
 
 

@@ -83,7 +83,11 @@ def choice_letter(text: str, valid: str = _CHOICE_LETTERS) -> str | None:
     ['B', 'B', 'C', 'D', 'A', None]
     """
     s = _unwrap_text(text).strip().strip("$ ").strip()
-    m = re.fullmatch(rf"(?:option|choice|answer)?\s*[\(\[]?([{valid}{valid.lower()}])[\)\]]?(?:\s*[.:)]\s*.*|\s*)", s, re.I | re.S)
+    m = re.fullmatch(
+        rf"(?:option|choice|answer)?\s*[\(\[]?([{valid}{valid.lower()}])[\)\]]?(?:\s*[.:)]\s*.*|\s*)",
+        s,
+        re.I | re.S,
+    )
     if m and (len(s) <= 3 or re.match(r"(?i)(option|choice|answer)|[\(\[]|.[.:)]", s)):
         return m.group(1).upper()
     return None
@@ -108,7 +112,13 @@ def normalize(answer: str) -> str:
     ['\\\\frac{1}{2}', '30', '45', '12', 'yes', '1000']
     """
     s = _unwrap_text(answer.strip())
-    s = s.replace("\\left", "").replace("\\right", "").replace("\\!", "").replace("\\,", "").replace("\\;", "")
+    s = (
+        s.replace("\\left", "")
+        .replace("\\right", "")
+        .replace("\\!", "")
+        .replace("\\,", "")
+        .replace("\\;", "")
+    )
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     s = re.sub(r"\^\s*\{?\\circ\}?|°|\\degree", "", s)
     s = s.replace("\\%", "").replace("%", "").replace("$", "")

@@ -111,7 +111,7 @@ class VLLMReasoner:
         max_model_len: int | None = None,
         dtype: str = "auto",
         enforce_eager: bool = False,
-        seed: int = 0,
+        seed: int | None = 0,
         **engine_kwargs,
     ):
         from vllm import LLM
@@ -129,11 +129,18 @@ class VLLMReasoner:
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.model = model
+        from vllm.platforms import current_platform
+
+        # vLLM's CPU sampler cannot resume a seeded generator across chunked-prefill steps ("CPU
+        # Generator does not use offset"), so on CPU only the engine seed makes runs reproducible.
+        self.request_seeds = not current_platform.is_cpu()
         logger.info("vLLM reasoner %s ready in %.1fs", model, time.perf_counter() - start)
 
     def prompts(self, chats: list[Chat]) -> list[str]:
         """The chats rendered with the reasoner's chat template."""
-        return [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+        return [
+            self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats
+        ]
 
     def generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:
         from vllm import SamplingParams
@@ -144,7 +151,7 @@ class VLLMReasoner:
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
                 max_tokens=sampling.max_tokens,
-                seed=sampling.request_seed(i),
+                seed=sampling.request_seed(i) if self.request_seeds else None,
             )
             for i in range(len(chats))
         ]
@@ -153,7 +160,9 @@ class VLLMReasoner:
 
     def close(self) -> None:
         engine = getattr(self.llm, "llm_engine", None)
-        shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
+        shutdown = getattr(engine, "shutdown", None) or getattr(
+            getattr(engine, "engine_core", None), "shutdown", None
+        )
         if shutdown is not None:
             shutdown()
         self.llm = None
@@ -239,12 +248,19 @@ class OpenAIReasoner:
         }
         if seed is not None:
             body["seed"] = seed
-        choices = sorted(self._request("POST", "/chat/completions", json=body)["choices"], key=lambda c: c["index"])
+        choices = sorted(
+            self._request("POST", "/chat/completions", json=body)["choices"], key=lambda c: c["index"]
+        )
         return [c["message"].get("content") or "" for c in choices]
 
     def generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:
         with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(chats)))) as pool:
-            return list(pool.map(lambda i: self._complete(chats[i], n, sampling, sampling.request_seed(i)), range(len(chats))))
+            return list(
+                pool.map(
+                    lambda i: self._complete(chats[i], n, sampling, sampling.request_seed(i)),
+                    range(len(chats)),
+                )
+            )
 
     def close(self) -> None:
         self.client.close()
@@ -270,10 +286,14 @@ class TransformersReasoner:
 
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
-        texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+        texts = [
+            self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats
+        ]
         answers: list[list[str]] = []
         for i in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(texts[i : i + self.batch_size], return_tensors="pt", padding=True).to(self.device)
+            batch = self.tokenizer(texts[i : i + self.batch_size], return_tensors="pt", padding=True).to(
+                self.device
+            )
             with torch.no_grad():
                 out = self.model.generate(
                     **batch,
@@ -284,7 +304,9 @@ class TransformersReasoner:
                     num_return_sequences=n,
                     pad_token_id=self.tokenizer.pad_token_id,
                 )
-            decoded = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+            decoded = self.tokenizer.batch_decode(
+                out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
+            )
             answers += [decoded[j : j + n] for j in range(0, len(decoded), n)]
         return answers
 
@@ -307,7 +329,9 @@ def build_reasoner(backend: str, model: str | None = None, url: str | None = Non
     with outside_zero3():
         if backend == "openai":
             if not url:
-                raise ValueError("the openai reasoner backend needs a URL (reasoner_url), e.g. http://127.0.0.1:8000/v1")
+                raise ValueError(
+                    "the openai reasoner backend needs a URL (reasoner_url), e.g. http://127.0.0.1:8000/v1"
+                )
             return OpenAIReasoner(url, model, **kwargs)
         if not model:
             raise ValueError(f"the {backend} reasoner backend needs a model path or id (reasoner_model)")

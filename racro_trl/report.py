@@ -32,7 +32,11 @@ def reward_table(log_history: list[dict]) -> str:
         cells = []
         for (key, _), w in zip(columns, widths, strict=True):
             value = h.get(key)
-            cells.append(("-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)).rjust(w))
+            cells.append(
+                ("-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)).rjust(
+                    w
+                )
+            )
         lines.append("  ".join(cells))
     return "\n".join(lines)
 

@@ -84,13 +84,25 @@ class CaptionReward:
             self._reasoner = self._factory()
         return self._reasoner
 
-    def __call__(self, prompts, completions, question, answer, trainer_state=None, log_metric=None, log_extra=None, **kwargs):
+    def __call__(
+        self,
+        prompts,
+        completions,
+        question,
+        answer,
+        trainer_state=None,
+        log_metric=None,
+        log_extra=None,
+        **kwargs,
+    ):
         captions = [completion_text(c) for c in completions]
         chats = [P.reasoner_reward_messages(c, q) for c, q in zip(captions, question, strict=True)]
         sampling = self.sampling
         if sampling.seed is not None:
             # Reproducible, yet a fresh draw for every call and rank.
-            sampling = replace(sampling, seed=sampling.seed + 1_000_003 * self.calls + 10_007 * _process_index())
+            sampling = replace(
+                sampling, seed=sampling.seed + 1_000_003 * self.calls + 10_007 * _process_index()
+            )
         start = time.perf_counter()
         outputs = self.reasoner.generate(chats, self.num_samples, sampling)
         seconds = time.perf_counter() - start
@@ -183,7 +195,9 @@ def caption_reward_from_args(args, output_dir: str | None) -> CaptionReward:
     from .reasoners import build_reasoner
 
     def factory() -> Reasoner:
-        return build_reasoner(args.reasoner_backend, args.reasoner_model, args.reasoner_url, **args.reasoner_kwargs())
+        return build_reasoner(
+            args.reasoner_backend, args.reasoner_model, args.reasoner_url, **args.reasoner_kwargs()
+        )
 
     sampling = Sampling(
         temperature=args.reasoner_temperature,
@@ -192,7 +206,11 @@ def caption_reward_from_args(args, output_dir: str | None) -> CaptionReward:
         seed=args.reasoner_seed,
     )
     audit_dir = Path(output_dir) / "audit" if (args.reward_audit and output_dir) else None
-    return CaptionReward(factory, num_samples=args.reasoner_num_samples, sampling=sampling, audit_dir=audit_dir)
+    # A server client costs nothing to make: connect now, so a wrong URL fails before the policy loads.
+    reasoner = factory() if args.reasoner_backend == "openai" else factory
+    return CaptionReward(
+        reasoner, num_samples=args.reasoner_num_samples, sampling=sampling, audit_dir=audit_dir
+    )
 
 
 def resolve_reward_name(name: str) -> None:

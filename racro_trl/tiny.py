@@ -55,13 +55,18 @@ def build_tokenizer(vocab_size: int = 1000, seed: int = 0):
     from transformers import PreTrainedTokenizerFast
 
     rng = random.Random(seed)
-    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 8))) for _ in range(3000)]
+    words = [
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 8)))
+        for _ in range(3000)
+    ]
     corpus = [" ".join(rng.choice(words) for _ in range(50)) for _ in range(400)] + _CORPUS_PHRASES * 20
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(corpus, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
@@ -100,7 +105,9 @@ def _fit_answer_head(model, tokenizer, seed: int) -> None:
     then ends its turn. The body stays random; only ``lm_head`` is set.
     """
     rng = random.Random(seed)
-    boxed, close, eos = (tokenizer.convert_tokens_to_ids(_bpe_token(tokenizer, t)) for t in (BOXED_TOKEN, "}", "<|im_end|>"))
+    boxed, close, eos = (
+        tokenizer.convert_tokens_to_ids(_bpe_token(tokenizer, t)) for t in (BOXED_TOKEN, "}", "<|im_end|>")
+    )
     digits = tokenizer.convert_tokens_to_ids([_bpe_token(tokenizer, d) for d in "123456ABC"])
     # (tokens written so far, next tokens the grammar allows)
     grammar = [([], [boxed])] + [([boxed, d], [close]) for d in digits] + [([boxed, digits[0], close], [eos])]

@@ -18,7 +18,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config
 
 from racro_trl.configs import CROScriptArguments, make_parser, validate_run
-from racro_trl.data import load_dataset_any, set_image_pixels, to_training_format
+from racro_trl.data import filter_dataset, load_dataset_any, set_image_pixels, to_training_format
 from racro_trl.report import audit_summary, reward_table
 from racro_trl.rewards import get_reward_funcs
 
@@ -29,22 +29,37 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
     # ---- Seed, logging, launch checks --------------------------------------------------------------
     set_seed(training_args.seed)
     state = PartialState()
-    level = training_args.get_process_log_level()
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, stream=sys.stdout)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if state.is_main_process else logging.WARNING,
+        stream=sys.stdout,
+    )
     for lib in (datasets, transformers):
-        lib.utils.logging.set_verbosity(level)
+        lib.utils.logging.set_verbosity(training_args.get_process_log_level())
     validate_run(script_args, training_args, state.num_processes)
     logger.info("script %s\nmodel %s", script_args, model_args)
 
     # ---- Data ---------------------------------------------------------------------------------------
-    dataset = load_dataset_any(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
+    dataset = load_dataset_any(
+        script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split
+    )
+    dataset = to_training_format(dataset, script_args.prompt_format, script_args.dataset_num_proc)
+    dataset = filter_dataset(
+        dataset,
+        script_args.dataset_sources,
+        script_args.dataset_categories,
+        script_args.pass_rate_column,
+        script_args.min_pass_rate,
+        script_args.max_pass_rate,
+    )
     if script_args.max_train_samples is not None:
         dataset = dataset.select(range(min(script_args.max_train_samples, len(dataset))))
-    dataset = to_training_format(dataset, script_args.prompt_format, script_args.dataset_num_proc)
 
     # ---- Processor and model (GRPOTrainer loads the model itself, under zero.Init with ZeRO-3) -------
     processor = AutoProcessor.from_pretrained(
-        model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
     )
     set_image_pixels(processor, script_args.image_min_pixels, script_args.image_max_pixels)
     training_args.model_init_kwargs = {

@@ -36,7 +36,11 @@ def vllm_reasoner(tiny_models):
     from racro_trl.reasoners import build_reasoner
 
     reasoner = build_reasoner(
-        "vllm", str(tiny_models["reasoner"]), max_model_len=1024, enforce_eager=True, gpu_memory_utilization=0.3
+        "vllm",
+        str(tiny_models["reasoner"]),
+        max_model_len=1024,
+        enforce_eager=True,
+        gpu_memory_utilization=0.3,
     )
     yield reasoner
     reasoner.close()

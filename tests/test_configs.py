@@ -26,13 +26,27 @@ def test_every_recipe_parses(recipe):
     raw = yaml.safe_load(recipe.read_text())
     assert not any(str(v).startswith("/") for v in raw.values()), "no absolute paths in recipes"
     # the batch arithmetic: whole groups of captions per step
-    assert (training_args.per_device_train_batch_size * training_args.steps_per_generation) % training_args.num_generations == 0
+    assert (
+        training_args.per_device_train_batch_size * training_args.steps_per_generation
+    ) % training_args.num_generations == 0
 
 
 def test_gpu_recipe_maps_reference_hyperparameters():
     s, t, m = parse(REPO / "recipes/qwen2.5-vl-3b/cro.yaml", "--use_cpu", "true")
-    assert (t.learning_rate, t.beta, t.epsilon, t.loss_type, t.num_generations) == (1e-6, 0.001, 0.2, "dapo", 4)
-    assert (t.temperature, t.top_p, t.max_completion_length, t.weight_decay, t.max_grad_norm) == (1.0, 1.0, 8192, 0.01, 1.0)
+    assert (t.learning_rate, t.beta, t.epsilon, t.loss_type, t.num_generations) == (
+        1e-6,
+        0.001,
+        0.2,
+        "dapo",
+        4,
+    )
+    assert (t.temperature, t.top_p, t.max_completion_length, t.weight_decay, t.max_grad_norm) == (
+        1.0,
+        1.0,
+        8192,
+        0.01,
+        1.0,
+    )
     assert s.reasoner_model == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B" and s.reasoner_temperature == 1.0
     # 8 GPUs: 1024 captions per rollout = 256 prompts x 4; 2 optimizer steps of 128 prompts
     assert 8 * t.per_device_train_batch_size * t.steps_per_generation == 1024
@@ -57,9 +71,15 @@ def test_unknown_yaml_key_fails(tmp_path):
     ("kwargs", "message"),
     [
         ({"reasoner_backend": "openai", "reasoner_url": None}, "needs reasoner_url"),
-        ({"reasoner_backend": "vllm", "reasoner_url": "http://127.0.0.1:1/v1"}, "set reasoner_backend: openai"),
+        (
+            {"reasoner_backend": "vllm", "reasoner_url": "http://127.0.0.1:1/v1"},
+            "set reasoner_backend: openai",
+        ),
         ({"reasoner_backend": "sglang"}, "reasoner_backend must be one of"),
-        ({"reward_funcs": ["caption_reward"]}, "valid names: answer_accuracy, boxed_format, caption_reasoner"),
+        (
+            {"reward_funcs": ["caption_reward"]},
+            "valid names: answer_accuracy, boxed_format, caption_reasoner",
+        ),
         ({"prompt_format": "qa_cot"}, "use reward_funcs: \\[answer_accuracy\\]"),
         ({"prompt_format": "describe"}, "prompt_format must be one of"),
         ({"reasoner_num_samples": 0}, "reasoner_num_samples must be >= 1"),

@@ -4,7 +4,13 @@ import datasets
 import pytest
 from PIL import Image
 
-from racro_trl.data import build_sample_dataset, load_dataset_any, sample_rows, set_image_pixels, to_training_format
+from racro_trl.data import (
+    build_sample_dataset,
+    load_dataset_any,
+    sample_rows,
+    set_image_pixels,
+    to_training_format,
+)
 
 
 def test_shipped_sample_is_the_generated_one(sample_data, tmp_path):
@@ -64,7 +70,9 @@ def test_empty_answer_and_missing_columns():
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['answer'\].*expected columns"):
         to_training_format(datasets.Dataset.from_list([{"images": [img], "question": "q"}]))
     with pytest.raises(ValueError, match="prompt_format"):
-        to_training_format(datasets.Dataset.from_list([{"images": [img], "question": "q", "answer": "1"}]), "chat")
+        to_training_format(
+            datasets.Dataset.from_list([{"images": [img], "question": "q", "answer": "1"}]), "chat"
+        )
 
 
 def test_missing_dataset_path():

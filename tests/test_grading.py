@@ -2,7 +2,15 @@
 
 import pytest
 
-from racro_trl.grading import choice_letter, extract_answer, extract_boxed, grade, is_equivalent, normalize, parse_choices
+from racro_trl.grading import (
+    choice_letter,
+    extract_answer,
+    extract_boxed,
+    grade,
+    is_equivalent,
+    normalize,
+    parse_choices,
+)
 
 R1 = "<think>\nLet me count. Maybe \\boxed{{2}}? No, wait.\n</think>\n\nThere are three circles, so the answer is \\boxed{{{}}}."
 

@@ -18,7 +18,10 @@ def test_caption_prompt_places_image_where_the_tag_was():
     assert messages[1]["content"] == [
         {"type": "text", "text": "Question: "},
         {"type": "image"},
-        {"type": "text", "text": "What colour is the square?\nPlease describe the image. DO NOT try to answer the question!"},
+        {
+            "type": "text",
+            "text": "What colour is the square?\nPlease describe the image. DO NOT try to answer the question!",
+        },
     ]
 
 
@@ -51,10 +54,14 @@ def test_reasoner_reward_prompt_verbatim():
 
 def test_qa_cot_and_joint_prompts():
     qa = P.qa_cot_messages("What is x?")
-    assert qa[1]["content"][-1]["text"].endswith("What is x? Please think step by step. The final answer MUST BE put in \\boxed{}.")
+    assert qa[1]["content"][-1]["text"].endswith(
+        "What is x? Please think step by step. The final answer MUST BE put in \\boxed{}."
+    )
     joint = P.joint_messages("cap", "<image>What is x?", "x is 3")
     text = joint[1]["content"]
     assert "### The detailed caption of the provided image: cap\n" in text
     assert "### A problem to be solved: What is x?\n" in text
     assert "### A tentative model response: x is 3\n" in text
-    assert text.endswith("please output the tentative response.\n\n### Please think step by step. The final answer MUST BE put in \\boxed{}.")
+    assert text.endswith(
+        "please output the tentative response.\n\n### Please think step by step. The final answer MUST BE put in \\boxed{}."
+    )

@@ -1,0 +1,73 @@
+"""A reasoner is never partitioned by DeepSpeed ZeRO-3 (real DeepSpeed, gloo, one CPU process)."""
+
+import os
+import subprocess
+import textwrap
+
+import pytest
+
+from conftest import PYTHON, REPO, free_port
+
+pytest.importorskip("deepspeed")
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    import deepspeed
+    deepspeed.init_distributed(dist_backend="gloo")
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+    from racro_trl.reasoners import build_reasoner
+
+    model = sys.argv[1]
+    config = {"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1}
+    keep = HfDeepSpeedConfig(config)  # what accelerate registers for a ZeRO-3 policy
+    assert is_deepspeed_zero3_enabled()
+    plain = AutoModelForCausalLM.from_pretrained(model).model.embed_tokens.weight
+    print("PLAIN", tuple(plain.shape), hasattr(plain, "ds_id"))
+    reasoner = build_reasoner("transformers", model)
+    weight = reasoner.model.model.embed_tokens.weight
+    print("REASONER", tuple(weight.shape), hasattr(weight, "ds_id"))
+    print("ANSWER", reasoner.generate([[{"role": "user", "content": "hi"}]], 2, __import__("racro_trl.reasoners").reasoners.Sampling(max_tokens=4)))
+    assert is_deepspeed_zero3_enabled(), "the policy's ZeRO-3 registration is restored"
+    with deepspeed.zero.Init(config_dict_or_path=config):
+        try:
+            build_reasoner("transformers", model)
+            print("INSIDE built")
+        except RuntimeError as error:
+            print("INSIDE refused:", error)
+    """
+)
+
+
+@pytest.mark.slow
+def test_reasoner_outside_zero3(tiny_models, tmp_path):
+    script = tmp_path / "zero3_probe.py"
+    script.write_text(SCRIPT)
+    env = {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+    }
+    out = subprocess.run(
+        [PYTHON, str(script), str(tiny_models["reasoner"])],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = dict(
+        line.split(" ", 1)
+        for line in out.stdout.splitlines()
+        if line.split(" ", 1)[0] in {"PLAIN", "REASONER", "INSIDE", "ANSWER"}
+    )
+    assert lines["PLAIN"] == "(0,) True", "without the guard ZeRO-3 partitions the model (the test can fail)"
+    assert lines["REASONER"] == "(1001, 128) False", "the reasoner keeps whole 2-D weights"
+    assert lines["INSIDE"].startswith("refused: a reasoner is being built inside DeepSpeed zero.Init")
+    assert lines["ANSWER"].startswith("[[")
