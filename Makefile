@@ -41,8 +41,8 @@ test-fast: install
 	$(BIN)/python -m pytest -ra -m "not slow"
 
 lint: install
-	$(BIN)/ruff check racro_trl recipes tests
-	$(BIN)/ruff format --check racro_trl recipes tests
+	$(BIN)/ruff check racro_trl recipes tests bench
+	$(BIN)/ruff format --check racro_trl recipes tests bench
 
 train: install
 	$(BIN)/accelerate launch --config_file $(ACCEL) recipes/cro.py --config $(RECIPE)

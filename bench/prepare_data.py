@@ -1,6 +1,6 @@
 """Throughput of `racro prepare-data` on a synthetic ViRL39K-schema release (rows/s, 1 vs N processes).
 
-    python bench/prepare_data.py [--rows 2000] [--size 640x480]
+python bench/prepare_data.py [--rows 2000] [--size 640x480]
 """
 
 import argparse
@@ -51,7 +51,9 @@ def main() -> None:
         rates = {}
         for procs in sorted({1, os.cpu_count() or 1}):
             start = time.perf_counter()
-            dataset, summary = prepare_virl39k(root, Path(tmp) / f"out{procs}", PrepareOptions(num_proc=procs))
+            dataset, summary = prepare_virl39k(
+                root, Path(tmp) / f"out{procs}", PrepareOptions(num_proc=procs)
+            )
             rates[procs] = args.rows / (time.perf_counter() - start)
             print(f"prepare-data, {procs} process(es): {args.rows} rows ({len(dataset)} out, {size[0]}x{size[1]} PNG, "
                   f"{summary.resized} resized) in {args.rows / rates[procs]:.1f}s = {rates[procs]:.0f} rows/s")  # fmt: skip

@@ -49,7 +49,9 @@ class CROScriptArguments(trl.ScriptArguments):
     )
     pass_rate_column: str = field(
         default="PassRate_7BBase",
-        metadata={"help": "Column the pass-rate filter reads (ViRL39K: PassRate_7BBase or PassRate_32BTrained)."},
+        metadata={
+            "help": "Column the pass-rate filter reads (ViRL39K: PassRate_7BBase or PassRate_32BTrained)."
+        },
     )
     min_pass_rate: float | None = field(
         default=None,

@@ -68,7 +68,9 @@ def to_training_format(dataset, prompt_format: str = "caption", num_proc: int | 
         missing += [] if {"images", "image"} & columns else ["images"]
         raise ValueError(f"dataset lacks column(s) {missing}; {SCHEMA_HELP}; found {sorted(columns)}")
     if "images" not in columns:
-        dataset = dataset.map(lambda image: {"images": [image] if image is not None else []}, input_columns=["image"])
+        dataset = dataset.map(
+            lambda image: {"images": [image] if image is not None else []}, input_columns=["image"]
+        )
         dataset = dataset.remove_columns("image")
     # Checks and prompts need the number of images, not their pixels: work on undecoded images.
     decoded = dataset.features["images"]
@@ -89,7 +91,9 @@ def is_verl_format(dataset) -> bool:
     return {"prompt", "images", "reward_model"} <= set(dataset.column_names)
 
 
-_VERL_QUESTION = re.compile(r"^Question: (.*)\nPlease describe the image\. DO NOT try to answer the question!$", re.S)
+_VERL_QUESTION = re.compile(
+    r"^Question: (.*)\nPlease describe the image\. DO NOT try to answer the question!$", re.S
+)
 
 
 def from_verl_format(dataset):
@@ -148,7 +152,9 @@ def filter_dataset(
         dataset = dataset.filter(keep, input_columns=[name], desc=f"filtering on {name}")
         logger.info("filter on %s kept %d of %d rows", name, len(dataset), before)
     if len(dataset) == 0:
-        raise ValueError("no training rows left after the dataset filters (dataset_sources/categories, pass rate)")
+        raise ValueError(
+            "no training rows left after the dataset filters (dataset_sources/categories, pass rate)"
+        )
     return dataset
 
 
@@ -157,7 +163,9 @@ def _check_rows(dataset) -> None:
     columns = [c for c in ("images", "answer", "qid") if c in dataset.column_names]
     for i, row in enumerate(dataset.select_columns(columns)):
         where = f"row {i}" + (f" (qid {row['qid']})" if row.get("qid") else "")
-        if not row["images"] or any(img is None or (img.get("bytes") is None and not img.get("path")) for img in row["images"]):
+        if not row["images"] or any(
+            img is None or (img.get("bytes") is None and not img.get("path")) for img in row["images"]
+        ):
             raise ValueError(f"{where} has no image; every CRO prompt needs its image(s). {SCHEMA_HELP}")
         if row["answer"] is None or not str(row["answer"]).strip():
             raise ValueError(f"{where} has an empty answer; the reward has nothing to grade against")
@@ -259,8 +267,12 @@ def build_sample_dataset(out: str | Path, n: int = 48, seed: int = 0) -> Path:
             "qid": datasets.Value("string"),
         }
     )
-    ds = datasets.Dataset.from_list(sample_rows(n, seed), features=features)
+    rows = sample_rows(n, seed)
+    ds = datasets.Dataset.from_list(rows, features=features)
     ds.to_parquet(str(out / "train.parquet"))
+    # One image as a file, for `racro infer --image data/sample/example.png --question ...`.
+    rows[0]["images"][0].save(out / "example.png")
+    (out / "example.txt").write_text(rows[0]["question"] + "\n" + rows[0]["answer"] + "\n")
     return out / "train.parquet"
 
 

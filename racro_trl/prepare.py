@@ -69,11 +69,15 @@ class PrepareSummary:
         lines = [f"rows in {self.rows_in}, rows out {self.rows_out}, dropped {sum(self.dropped.values())}"]
         lines += [f"  dropped ({reason}): {n}" for reason, n in sorted(self.dropped.items())]
         lines.append(f"{'source':<28}{'in':>8}{'out':>8}")
-        lines += [f"{s:<28}{self.by_source_in[s]:>8}{self.by_source_out[s]:>8}" for s in sorted(self.by_source_in)]
+        lines += [
+            f"{s:<28}{self.by_source_in[s]:>8}{self.by_source_out[s]:>8}" for s in sorted(self.by_source_in)
+        ]
         lines.append(f"{'category':<28}{'out':>16}")
         lines += [f"{c:<28}{n:>16}" for c, n in sorted(self.by_category_out.items())]
         rate = self.rows_in / self.seconds if self.seconds else float("nan")
-        lines.append(f"images resized into the pixel bounds: {self.resized}; {self.seconds:.1f}s, {rate:.0f} rows/s")
+        lines.append(
+            f"images resized into the pixel bounds: {self.resized}; {self.seconds:.1f}s, {rate:.0f} rows/s"
+        )
         return "\n".join(lines)
 
     def to_json(self) -> dict:
@@ -125,7 +129,9 @@ def _load_image(path: Path, options: PrepareOptions) -> tuple[dict, bool]:
             return {"bytes": data, "path": path.name}, False
         out = io.BytesIO()
         fmt = "JPEG" if image.format == "JPEG" else "PNG"
-        image.convert("RGB" if fmt == "JPEG" else image.mode).resize(size, Image.Resampling.BICUBIC).save(out, fmt)
+        image.convert("RGB" if fmt == "JPEG" else image.mode).resize(size, Image.Resampling.BICUBIC).save(
+            out, fmt
+        )
         return {"bytes": out.getvalue(), "path": path.name}, True
 
 
@@ -165,7 +171,9 @@ def _rows(shards: list[dict], options: PrepareOptions, log_dir: str):
                 "PassRate_7BBase": row["PassRate_7BBase"],
                 "prompt": prompts.caption_messages(question, len(images)),
             }
-        (Path(log_dir) / f"{shard['index']}.json").write_text(json.dumps({"dropped": dropped, "resized": resized}))
+        (Path(log_dir) / f"{shard['index']}.json").write_text(
+            json.dumps({"dropped": dropped, "resized": resized})
+        )
 
 
 class _Skip(Exception):
@@ -215,7 +223,9 @@ def _select_rows(table, options: PrepareOptions, summary: PrepareSummary) -> lis
         elif row["qid"] in seen:
             reason = "duplicate qid"
         if reason in {"no image", "empty answer", "duplicate qid"} and not options.skip_bad:
-            raise PrepareError(f"row qid={row['qid']} ({source}): {reason} (use --skip-missing to skip and count such rows)")
+            raise PrepareError(
+                f"row qid={row['qid']} ({source}): {reason} (use --skip-missing to skip and count such rows)"
+            )
         if reason:
             summary.dropped[reason] += 1
             continue
@@ -276,7 +286,9 @@ def prepare_virl39k(src: str | Path, out: str | Path, options: PrepareOptions | 
     shard_dir.mkdir(exist_ok=True)
     num_shards = max(1, math.ceil(len(dataset) / 5000))
     for i in range(num_shards):
-        dataset.shard(num_shards, i, contiguous=True).to_parquet(str(shard_dir / f"train-{i:05d}-of-{num_shards:05d}.parquet"))
+        dataset.shard(num_shards, i, contiguous=True).to_parquet(
+            str(shard_dir / f"train-{i:05d}-of-{num_shards:05d}.parquet")
+        )
     summary.rows_out = len(dataset)
     summary.by_source_out.update(dataset["source"])
     summary.by_category_out.update(dataset["category"])

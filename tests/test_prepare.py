@@ -60,16 +60,37 @@ def test_prepare_through_the_cli(tmp_path):
     src = make_release(tmp_path / "release")
     out = tmp_path / "prepared"
     result = subprocess.run(
-        [PYTHON, "-m", "racro_trl.cli", "prepare-data", "--src", str(src), "--out", str(out),
-         "--min-pixels", str(MIN_PX), "--max-pixels", str(MAX_PX), "--num-proc", "2"],  # fmt: skip
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            PYTHON,
+            "-m",
+            "racro_trl.cli",
+            "prepare-data",
+            "--src",
+            str(src),
+            "--out",
+            str(out),
+            "--min-pixels",
+            str(MIN_PX),
+            "--max-pixels",
+            str(MAX_PX),
+            "--num-proc",
+            "2",
+        ],  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "dropped (source DeepScaleR): 4" in result.stdout and "rows/s" in result.stdout
     ds = load_dataset_any(str(out))
     assert len(ds) == 8 and "DeepScaleR" not in set(ds["source"])
     summary = json.loads((out / "prepare_summary.json").read_text())
-    assert summary["rows_in"] == 12 and summary["rows_out"] == 8 and summary["dropped"] == {"source DeepScaleR": 4}
+    assert (
+        summary["rows_in"] == 12
+        and summary["rows_out"] == 8
+        and summary["dropped"] == {"source DeepScaleR": 4}
+    )
     assert list((out / "parquet").glob("*.parquet"))
     assert len(load_dataset_any(str(out / "parquet"))) == 8
 
@@ -88,8 +109,16 @@ def test_prepare_through_the_cli(tmp_path):
 @pytest.mark.parametrize(
     ("break_it", "reason", "message"),
     [
-        (lambda root, rows: rows[1].update(image=["images/nope.png"]), "missing image file", "does not exist"),
-        (lambda root, rows: (root / "images" / "1.png").write_bytes(b"not a png"), "unreadable image", "cannot identify"),
+        (
+            lambda root, rows: rows[1].update(image=["images/nope.png"]),
+            "missing image file",
+            "does not exist",
+        ),
+        (
+            lambda root, rows: (root / "images" / "1.png").write_bytes(b"not a png"),
+            "unreadable image",
+            "cannot identify",
+        ),
         (lambda root, rows: rows[1].update(answer="  "), "empty answer", "empty answer"),
         (lambda root, rows: rows[4].update(qid="q1"), "duplicate qid", "duplicate qid"),
     ],
@@ -108,7 +137,9 @@ def test_bad_rows_fail_or_are_counted(tmp_path, break_it, reason, message):
 
 def test_wrong_columns_list_the_schema(tmp_path):
     pq.write_table(pa.Table.from_pylist([{"question": "q", "answer": "1"}]), tmp_path / "39Krelease.parquet")
-    with pytest.raises(PrepareError, match=r"lacks column\(s\).*PassRate_7BBase \(float\).*image \(list of image paths"):
+    with pytest.raises(
+        PrepareError, match=r"lacks column\(s\).*PassRate_7BBase \(float\).*image \(list of image paths"
+    ):
         prepare_virl39k(tmp_path, tmp_path / "out", opts())
     with pytest.raises(PrepareError, match="no 39Krelease.parquet"):
         prepare_virl39k(tmp_path / "nowhere", tmp_path / "out", opts())
@@ -129,7 +160,9 @@ def test_filters_and_verl_format(tmp_path):
 
     ds, _ = prepare_virl39k(make_release(tmp_path / "r"), tmp_path / "out", opts())
     ds = to_training_format(ds)
-    kept = filter_dataset(ds, sources=["MMK12"], pass_rate_column="PassRate_7BBase", min_pass_rate=0.0, max_pass_rate=1.0)
+    kept = filter_dataset(
+        ds, sources=["MMK12"], pass_rate_column="PassRate_7BBase", min_pass_rate=0.0, max_pass_rate=1.0
+    )
     assert set(kept["source"]) == {"MMK12"} and all(0 < r < 1 for r in kept["PassRate_7BBase"])
     with pytest.raises(ValueError, match="no training rows left"):
         filter_dataset(ds, categories=["nope"])
@@ -140,7 +173,10 @@ def test_filters_and_verl_format(tmp_path):
             {
                 "prompt": [
                     {"role": "system", "content": "sys"},
-                    {"role": "user", "content": "Question: <image>How many?\nPlease describe the image. DO NOT try to answer the question!"},
+                    {
+                        "role": "user",
+                        "content": "Question: <image>How many?\nPlease describe the image. DO NOT try to answer the question!",
+                    },
                 ],
                 "images": [Image.new("RGB", (32, 32))],
                 "reward_model": {"ground_truth": "3", "style": "rule"},
@@ -151,7 +187,10 @@ def test_filters_and_verl_format(tmp_path):
     row = from_verl_format(verl)[0]
     assert (row["question"], row["answer"], row["qid"]) == ("<image>How many?", "3", "7")
     trained = to_training_format(verl)
-    assert trained[0]["prompt"][1]["content"][1] == {"type": "image", "text": None} or trained[0]["prompt"][1]["content"][1]["type"] == "image"
+    assert (
+        trained[0]["prompt"][1]["content"][1] == {"type": "image", "text": None}
+        or trained[0]["prompt"][1]["content"][1]["type"] == "image"
+    )
 
 
 @pytest.mark.slow
@@ -160,12 +199,29 @@ def test_recipe_trains_one_step_on_prepared_data(tmp_path, tiny_models):
     prepare_virl39k(make_release(tmp_path / "r"), out, opts())
     run = subprocess.run(
         [
-            PYTHON, "recipes/cro.py", "--config", "recipes/tiny/cro.yaml", "--dataset_name", str(out),
-            "--model_name_or_path", str(tiny_models["policy"]), "--reasoner_model", str(tiny_models["reasoner"]),
-            "--reasoner_backend", "transformers", "--max_steps", "1", "--output_dir", str(tmp_path / "run"),
+            PYTHON,
+            "recipes/cro.py",
+            "--config",
+            "recipes/tiny/cro.yaml",
+            "--dataset_name",
+            str(out),
+            "--model_name_or_path",
+            str(tiny_models["policy"]),
+            "--reasoner_model",
+            str(tiny_models["reasoner"]),
+            "--reasoner_backend",
+            "transformers",
+            "--max_steps",
+            "1",
+            "--output_dir",
+            str(tmp_path / "run"),
             "--min_pass_rate=-1",
         ],  # fmt: skip
-        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ},
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())

@@ -1,0 +1,213 @@
+"""Benchmark evaluation on a synthetic VLMEvalKit TSV: stages, caching, resume, scoring, reports."""
+
+import base64
+import csv
+import io
+import json
+import subprocess
+
+import pytest
+
+from conftest import PYTHON, REPO, free_port
+from racro_trl.data import sample_rows
+from racro_trl.evaluation import BenchmarkError, build_question, evaluate, load_benchmark, score
+from racro_trl.pipeline import Item, RacroPipeline, build_mllm
+from racro_trl.reasoners import Sampling
+
+COLUMNS = ["index", "image", "question", "hint", "A", "B", "C", "answer", "category"]
+
+
+def b64(image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def write_tsv(path, n=6, corrupt=True):
+    rows = []
+    for i, r in enumerate(sample_rows(n, seed=3)):
+        row = {"index": str(100 + i), "image": b64(r["images"][0]), "question": r["question"], "hint": "",
+               "A": "", "B": "", "C": "", "answer": r["answer"], "category": r["category"]}  # fmt: skip
+        if r["category"] == "shape":  # an MCQ in VLMEvalKit's layout: options in columns
+            question, *options = r["question"].split("\n")
+            row["question"] = question
+            for option in options[1:]:
+                row[option[0]] = option[3:]
+        rows.append(row)
+    if corrupt:
+        rows[1]["image"] = "this is not base64!!"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS, delimiter="\t")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("output", "row", "expected"),
+    [
+        ("\\boxed{3}", {"answer": "3"}, ("3", True)),
+        ("<think>\\boxed{2}</think> so \\boxed{4}", {"answer": "3"}, ("4", False)),
+        ("The answer is (B).", {"answer": "B", "A": "1", "B": "2"}, (None, False)),  # no box: wrong
+        ("\\boxed{B}", {"answer": "B", "A": "1", "B": "2"}, ("B", True)),
+        ("\\boxed{2}", {"answer": "B", "A": "1", "B": "2"}, ("2", True)),  # option text for a letter answer
+        ("\\boxed{B}", {"answer": "2", "A": "1", "B": "2"}, ("B", True)),  # letter for an option-text answer
+        ("\\boxed{A}", {"answer": "2", "A": "1", "B": "2"}, ("A", False)),
+        ("\\boxed{\\frac{1}{2}}", {"answer": "0.5"}, ("\\frac{1}{2}", True)),
+        ("", {"answer": "1"}, (None, False)),
+        (None, {"answer": "1"}, (None, False)),
+    ],
+)
+def test_scoring_of_known_strings(output, row, expected):
+    assert score(output, row) == expected
+
+
+def test_mcq_question_is_built_like_vlmevalkit():
+    row = {"question": "Which shape?", "hint": "Look closely.", "A": "circle", "B": "square", "C": "nan"}
+    assert build_question(row) == (
+        "Hint: Look closely.\nQuestion: Which shape?\nOptions:\nA. circle\nB. square\n"
+        "Please select the correct answer from the options above."
+    )
+    assert build_question({"question": "How many?"}) == "How many?"
+
+
+def test_bad_benchmark_files(tmp_path):
+    with pytest.raises(BenchmarkError, match="does not exist"):
+        load_benchmark(tmp_path / "none.tsv")
+    (tmp_path / "empty.tsv").write_text("index\tquestion\tanswer\timage\n")
+    with pytest.raises(BenchmarkError, match="no rows"):
+        load_benchmark(tmp_path / "empty.tsv")
+    (tmp_path / "cols.tsv").write_text("index\tquestion\n1\tq\n")
+    with pytest.raises(BenchmarkError, match=r"lacks column\(s\) \['answer', 'image'\]"):
+        load_benchmark(tmp_path / "cols.tsv")
+
+
+@pytest.fixture(scope="module")
+def vllm_mllm(tiny_models):
+    return build_mllm(
+        "vllm", str(tiny_models["policy"]), max_model_len=1024, enforce_eager=True, gpu_memory_utilization=0.3
+    )
+
+
+@pytest.mark.slow
+def test_eval_runs_caches_and_resumes(vllm_mllm, vllm_reasoner, tmp_path):
+    data = write_tsv(tmp_path / "bench.tsv")
+    pipeline = RacroPipeline(vllm_mllm, vllm_reasoner, Sampling(0.0, 1.0, 16), Sampling(0.6, 0.95, 12))
+    out = tmp_path / "out"
+    summary = evaluate(
+        pipeline, "Synthetic", data, out, mllm_name="tiny-policy", reasoner_name="tiny-reasoner", batch_size=2
+    )
+    assert summary["samples"] == 6 and summary["failed"] == 1
+    assert summary["computed"] == {"tentative": 5, "caption": 5, "reason": 5}
+    results = [json.loads(line) for line in (out / "Synthetic_full_results.jsonl").read_text().splitlines()]
+    bad = next(r for r in results if r["index"] == "101")
+    assert bad["failed"].startswith("corrupt base64 image") and bad["correct"] is False
+    good = [r for r in results if r["failed"] is None]
+    assert len(good) == 5 and all(
+        r["caption"] is not None and r["tentative"] is not None and r["output"] for r in good
+    )
+    assert summary["accuracy"] == pytest.approx(100 * sum(r["correct"] for r in results) / 6)
+    for suffix in ("_summary.csv", "_summary.md", "_accuracy.png"):
+        assert (out / f"Synthetic_full{suffix}").stat().st_size > 0
+    assert "| Overall | 6 |" in (out / "Synthetic_full_summary.md").read_text()
+
+    # Everything cached: nothing recomputed.
+    assert evaluate(pipeline, "Synthetic", data, out, mllm_name="tiny-policy", reasoner_name="tiny-reasoner")["computed"] == {
+        "tentative": 0, "caption": 0, "reason": 0,
+    }  # fmt: skip
+    # Stage-3 outputs deleted (or a new reasoner): only stage 3 runs again.
+    next(out.glob("stage3_full_*.jsonl")).unlink()
+    again = evaluate(pipeline, "Synthetic", data, out, mllm_name="tiny-policy", reasoner_name="tiny-reasoner")
+    assert again["computed"] == {"tentative": 0, "caption": 0, "reason": 5}
+    other = evaluate(
+        pipeline, "Synthetic", data, out, mllm_name="tiny-policy", reasoner_name="another-reasoner"
+    )
+    assert other["computed"] == {"tentative": 0, "caption": 0, "reason": 5}
+    assert len(list(out.glob("stage3_full_*.jsonl"))) == 2
+
+    # Ablations reuse the cached MLLM stages.
+    mllm_only = evaluate(pipeline, "Synthetic", data, out, mode="mllm-only", mllm_name="tiny-policy")
+    assert mllm_only["computed"] == {"tentative": 0}
+    caption_only = evaluate(
+        pipeline, "Synthetic", data, out, mode="caption-only", mllm_name="tiny-policy", reasoner_name="r"
+    )
+    assert caption_only["computed"] == {"caption": 0, "reason": 5}
+
+
+@pytest.mark.slow
+def test_pipeline_answers_a_batch(vllm_mllm, vllm_reasoner):
+    rows = sample_rows(3, seed=5)
+    pipeline = RacroPipeline(vllm_mllm, vllm_reasoner, Sampling(0.0, 1.0, 12), Sampling(0.6, 0.95, 12))
+    results = pipeline.answer([Item(r["images"], r["question"]) for r in rows])
+    assert len(results) == 3
+    assert all(set(r) == {"tentative", "caption", "final", "answer"} for r in results)
+    assert sum(r["answer"] is not None for r in results) >= 1  # the tiny reasoner boxes its answers
+
+
+def test_racro_infer_on_the_shipped_image(tiny_models):
+    out = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "racro_trl.cli",
+            "infer",
+            "--image",
+            "data/sample/example.png",
+            "--question",
+            "How many yellow squares are in the image?",
+            "--mllm",
+            str(tiny_models["policy"]),
+            "--mllm-backend",
+            "transformers",
+            "--reasoner",
+            str(tiny_models["reasoner"]),
+            "--reasoner-backend",
+            "transformers",
+            "--max-tokens",
+            "12",
+        ],  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    for heading in (
+        "=== caption ===",
+        "=== tentative answer (MLLM) ===",
+        "=== final answer (reasoner) ===",
+        "=== extracted answer ===",
+    ):
+        assert heading in out.stdout
+
+
+def test_racro_eval_with_unreachable_reasoner(tmp_path, tiny_models):
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    out = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "racro_trl.cli",
+            "eval",
+            "--benchmark",
+            "X",
+            "--data",
+            str(write_tsv(tmp_path / "b.tsv", 3)),
+            "--out",
+            str(tmp_path / "o"),
+            "--mllm",
+            str(tiny_models["policy"]),
+            "--mllm-backend",
+            "transformers",
+            "--reasoner",
+            url,
+            "--reasoner-max-retries",
+            "1",
+        ],  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2
+    assert f"reasoner server at {url} unreachable after 2 attempts" in out.stderr
