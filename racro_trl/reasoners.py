@@ -134,6 +134,7 @@ class VLLMReasoner:
         # vLLM's CPU sampler cannot resume a seeded generator across chunked-prefill steps ("CPU
         # Generator does not use offset"), so on CPU only the engine seed makes runs reproducible.
         self.request_seeds = not current_platform.is_cpu()
+        self.last_output_tokens = 0
         logger.info("vLLM reasoner %s ready in %.1fs", model, time.perf_counter() - start)
 
     def prompts(self, chats: list[Chat]) -> list[str]:
@@ -156,6 +157,7 @@ class VLLMReasoner:
             for i in range(len(chats))
         ]
         outputs = self.llm.generate(self.prompts(chats), params, use_tqdm=False)
+        self.last_output_tokens = sum(len(c.token_ids) for out in outputs for c in out.outputs)
         return [[c.text for c in out.outputs] for out in outputs]
 
     def close(self) -> None:
@@ -271,15 +273,28 @@ class TransformersReasoner:
 
     name = "transformers"
 
-    def __init__(self, model: str, *, dtype: str = "auto", device: str | None = None, batch_size: int = 16):
+    def __init__(
+        self, model, *, dtype: str = "auto", device: str | None = None, batch_size: int = 16, tokenizer=None
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).eval()
+        # ``model``: a path / Hub id, or an already built model (then pass its ``tokenizer``).
+        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model, padding_side="left")
+        self.tokenizer.padding_side = "left"
+        if isinstance(model, str):
+            model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
+        self.model = model.eval()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
         self.batch_size = batch_size
+        self.last_output_tokens = 0
+        partitioned = any(hasattr(p, "ds_id") for p in self.model.parameters())
+        logger.info(
+            "transformers reasoner: %d parameters, ZeRO-3 partitioned: %s",
+            sum(p.numel() for p in self.model.parameters()),
+            partitioned,
+        )
 
     def generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:
         import torch
@@ -290,6 +305,7 @@ class TransformersReasoner:
             self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats
         ]
         answers: list[list[str]] = []
+        self.last_output_tokens = 0
         for i in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(texts[i : i + self.batch_size], return_tensors="pt", padding=True).to(
                 self.device

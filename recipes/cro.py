@@ -83,6 +83,9 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
         peft_config=get_peft_config(model_args),
     )
 
+    partitioned = any(hasattr(p, "ds_id") for p in trainer.model.parameters())
+    logger.info("policy parameters partitioned by ZeRO-3: %s", partitioned)
+
     # ---- Train, resuming from the last checkpoint in output_dir -------------------------------------
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint is None and os.path.isdir(training_args.output_dir):

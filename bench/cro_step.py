@@ -1,0 +1,186 @@
+"""One CRO step on one GPU at real shapes: where the time and the memory go.
+
+    python bench/cro_step.py --mode lora                                   # LoRA policy
+    accelerate launch --config_file configs/accelerate/zero3_offload.yaml --num_processes 1 \
+        bench/cro_step.py --mode full                                      # full fine-tune, ZeRO-3 + CPU offload
+    python bench/cro_step.py --tiny                                        # CPU smoke run of the script
+
+Qwen2.5-VL-3B-shape policy (random bf16 weights) sampling captions with TRL's colocated vLLM, and a
+DeepSeek-R1-Distill-Qwen-7B-shape reasoner (vLLM, dummy weights) in the same process scoring them:
+16 prompts x 4 captions per optimizer step. Prints per step: policy generation, reward (reasoner),
+the rest of scoring (log-probs), backward + optimizer, and peak GPU memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+def timed(times: dict, key: str, fn):
+    import torch
+
+    def wrapper(*args, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times[key].append(time.perf_counter() - start)
+        return out
+
+    return wrapper
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=["lora", "full"], default="lora")
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--captions", type=int, default=4)
+    parser.add_argument("--caption-tokens", type=int, default=512)
+    parser.add_argument("--reasoner-tokens", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--policy-vllm-memory", type=float, default=0.2)
+    parser.add_argument("--reasoner-memory", type=float, default=0.3)
+    args = parser.parse_args()
+
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoProcessor, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from racro_trl.data import sample_rows, to_training_format
+    from racro_trl.reasoners import Sampling, build_reasoner
+    from racro_trl.rewards import CaptionReward
+
+    tmp = Path(os.environ.get("BENCH_TMP") or tempfile.mkdtemp())
+    cuda = torch.cuda.is_available()
+    if args.tiny:
+        from racro_trl.tiny import build_tiny_models
+
+        paths = build_tiny_models(tmp / "tiny")
+        policy, reasoner_path = paths["policy"], paths["reasoner"]
+        engine = {"max_model_len": 1024, "enforce_eager": True}
+        args.prompts, args.caption_tokens, args.reasoner_tokens, args.steps = 4, 8, 8, 2
+        image_size = 96
+    else:
+        from shapes import policy_dir, reasoner_dir
+
+        policy = tmp / "qwen2.5-vl-3b"
+        if not (policy / "config.json").exists():
+            policy_dir(policy)
+        reasoner_path = reasoner_dir(tmp / "r1-distill-qwen-7b")
+        engine = {"load_format": "dummy", "max_model_len": 4096, "dtype": "bfloat16"}
+        image_size = 448
+
+    import datasets
+
+    rows = sample_rows(args.prompts * args.steps, seed=0, size=image_size)
+    dataset = to_training_format(datasets.Dataset.from_list(rows))
+    completions = args.prompts * args.captions
+    per_device = min(completions, 16)
+    config = GRPOConfig(
+        output_dir=str(tmp / "out"),
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=completions // per_device,
+        num_generations=args.captions,
+        max_completion_length=args.caption_tokens,
+        max_steps=args.steps,
+        learning_rate=1e-6 if args.mode == "full" else 1e-5,
+        beta=0.001,
+        epsilon=0.2,
+        loss_type="dapo",
+        bf16=cuda,
+        gradient_checkpointing=not args.tiny,
+        use_vllm=cuda,
+        vllm_mode="colocate",
+        vllm_gpu_memory_utilization=args.policy_vllm_memory,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        seed=0,
+        model_init_kwargs={"dtype": "bfloat16" if cuda else "float32", "attn_implementation": "sdpa"},
+    )
+
+    def factory():
+        return build_reasoner(
+            "vllm", str(reasoner_path), gpu_memory_utilization=args.reasoner_memory, seed=0, **engine
+        )
+
+    reward = CaptionReward(
+        factory, sampling=Sampling(temperature=1.0, top_p=1.0, max_tokens=args.reasoner_tokens)
+    )
+    peft_config = None
+    if args.mode == "lora":
+        peft_config = LoraConfig(
+            r=16,
+            lora_alpha=32,
+            target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+            task_type="CAUSAL_LM",
+        )
+    trainer = GRPOTrainer(
+        model=str(policy),
+        reward_funcs=[reward],
+        args=config,
+        train_dataset=dataset,
+        processing_class=AutoProcessor.from_pretrained(policy),
+        peft_config=peft_config,
+    )
+    times: dict[str, list[float]] = defaultdict(list)
+    trainer._generate = timed(times, "generate", trainer._generate)
+    trainer._calculate_rewards = timed(times, "reward", trainer._calculate_rewards)
+    trainer._generate_and_score_completions = timed(times, "score", trainer._generate_and_score_completions)
+    memory = []
+
+    class StepClock(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            if cuda:
+                torch.cuda.synchronize()
+            self.start = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            if cuda:
+                torch.cuda.synchronize()
+                free, total = torch.cuda.mem_get_info()
+                memory.append((torch.cuda.max_memory_allocated() / 2**30, (total - free) / 2**30))
+            times["step"].append(time.perf_counter() - self.start)
+
+    trainer.add_callback(StepClock())
+    trainer.train()
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    print(f"\nCRO step bench ({args.mode}); device {torch.cuda.get_device_name() if cuda else 'CPU'}; "
+          f"{args.prompts} prompts x {args.captions} captions, captions <= {args.caption_tokens} tokens, "
+          f"reasoner answers <= {args.reasoner_tokens} tokens; trainable parameters {trainable / 1e6:.1f}M")  # fmt: skip
+    print(
+        f"{'step':>4} {'total_s':>8} {'policy_gen_s':>12} {'reward_s':>9} {'logps_s':>8} {'bwd+opt_s':>9} {'peak_torch_GiB':>14} {'device_used_GiB':>15}"
+    )
+    for i, total in enumerate(times["step"]):
+        gen, rew, score = times["generate"][i], times["reward"][i], times["score"][i]
+        torch_peak, used = memory[i] if memory else (0.0, 0.0)
+        print(
+            f"{i + 1:>4} {total:>8.1f} {gen:>12.1f} {rew:>9.1f} {score - gen - rew:>8.1f} {total - score:>9.1f} {torch_peak:>14.1f} {used:>15.1f}"
+        )
+    for h in trainer.state.log_history:
+        if "loss" in h:
+            print(
+                "LOG",
+                {
+                    k: h[k]
+                    for k in ("step", "loss", "grad_norm", "reward", "completions/mean_length")
+                    if k in h
+                },
+            )
+
+
+if __name__ == "__main__":
+    main()

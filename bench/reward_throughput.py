@@ -1,0 +1,143 @@
+"""Reward path vs standalone vLLM, and vLLM vs a naive transformers reasoner (GPU, dummy weights).
+
+    python bench/reward_throughput.py                # R1-Distill-Qwen-7B shape, 1024 requests
+    python bench/reward_throughput.py --tiny         # the tiny reasoner on CPU (a smoke run)
+
+1. The same 1024 caption-scoring requests (reward prompt ~600 tokens, answers capped at
+   --max-tokens) through ``CaptionReward`` (chat template, one batched call, grading, audit) and
+   through ``vllm.LLM.generate`` on the very same prompts and engine: ratio of output tokens/s.
+2. ``TransformersReasoner`` (HF ``generate``, batch 16) on a subset of the same requests: ratio of
+   vLLM's tokens/s to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+def captions(n: int, chars: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    words = "red blue green circle square triangle left right above below two three large small line angle".split()
+    out = []
+    for i in range(n):
+        text = f"Caption {i}:"
+        while len(text) < chars:
+            text += " " + rng.choice(words)
+        out.append(text[:chars])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny reasoner on CPU: checks the script, no figures"
+    )
+    parser.add_argument("--requests", type=int, default=1024)
+    parser.add_argument(
+        "--caption-chars", type=int, default=430, help="~600-token reward prompts (byte tokenizer)"
+    )
+    parser.add_argument("--max-tokens", type=int, default=1024)
+    parser.add_argument("--hf-requests", type=int, default=32)
+    parser.add_argument("--hf-max-tokens", type=int, default=256)
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.5)
+    args = parser.parse_args()
+
+    import torch
+    from vllm import SamplingParams
+
+    from racro_trl import prompts as P
+    from racro_trl.reasoners import Sampling, TransformersReasoner, VLLMReasoner
+    from racro_trl.rewards import CaptionReward
+
+    tmp = Path(tempfile.mkdtemp())
+    if args.tiny:
+        from racro_trl.tiny import build_tiny_models
+
+        model_dir = build_tiny_models(tmp / "tiny")["reasoner"]
+        engine = {"max_model_len": 1024, "enforce_eager": True}
+        args.requests, args.max_tokens, args.caption_chars, args.hf_requests, args.hf_max_tokens = (
+            32,
+            16,
+            200,
+            8,
+            8,
+        )
+    else:
+        from shapes import reasoner_dir
+
+        model_dir = reasoner_dir(tmp / "r1-distill-qwen-7b")
+        engine = {"load_format": "dummy", "max_model_len": 4096, "dtype": "bfloat16"}
+    reasoner = VLLMReasoner(
+        str(model_dir), gpu_memory_utilization=args.gpu_memory_utilization, seed=0, **engine
+    )
+    caps = captions(args.requests, args.caption_chars)
+    questions = [
+        "How many red circles are there? Please try to answer the question with short words or phrases if possible."
+    ] * len(caps)
+    chats = [P.reasoner_reward_messages(c, q) for c, q in zip(caps, questions, strict=True)]
+    prompts = reasoner.prompts(chats)
+    prompt_tokens = sum(len(reasoner.tokenizer(p)["input_ids"]) for p in prompts) / len(prompts)
+    sampling = Sampling(temperature=1.0, top_p=1.0, max_tokens=args.max_tokens)
+    params = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=args.max_tokens)
+
+    reasoner.llm.generate(prompts[:64], params, use_tqdm=False)  # warm-up (CUDA graphs, caches)
+    start = time.perf_counter()
+    outs = reasoner.llm.generate(prompts, params, use_tqdm=False)
+    plain_s = time.perf_counter() - start
+    plain_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+
+    reward = CaptionReward(reasoner, sampling=sampling, audit_dir=tmp / "audit")
+    completions = [[{"role": "assistant", "content": c}] for c in caps]
+    start = time.perf_counter()
+    rewards = reward(None, completions, question=questions, answer=["3"] * len(caps))
+    reward_s = time.perf_counter() - start
+    reward_tokens = reasoner.last_output_tokens
+    assert len(rewards) == len(caps)
+
+    plain_rate, reward_rate = plain_tokens / plain_s, reward_tokens / reward_s
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(
+        f"device: {device}; reasoner {model_dir.name}; {args.requests} requests, prompt ~{prompt_tokens:.0f} tokens, max {args.max_tokens} new"
+    )
+    print(
+        f"standalone vLLM.generate: {plain_tokens} output tokens in {plain_s:.1f}s = {plain_rate:.0f} tok/s"
+    )
+    print(
+        f"CaptionReward (reward path): {reward_tokens} output tokens in {reward_s:.1f}s = {reward_rate:.0f} tok/s"
+    )
+    print(f"RATIO reward path / standalone vLLM: {reward_rate / plain_rate:.3f} (goal >= 0.90)")
+
+    # Naive transformers reasoner on a subset, same prompts.
+    reasoner.close()
+    del reasoner
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    hf = TransformersReasoner(model, tokenizer=AutoTokenizer.from_pretrained(model_dir), batch_size=16)
+    hf_sampling = Sampling(temperature=1.0, top_p=1.0, max_tokens=args.hf_max_tokens)
+    hf.generate(chats[:2], 1, Sampling(max_tokens=4))  # warm-up
+    start = time.perf_counter()
+    hf.generate(chats[: args.hf_requests], 1, hf_sampling)
+    hf_s = time.perf_counter() - start
+    hf_tokens = hf.last_output_tokens
+    hf_rate = hf_tokens / hf_s
+    print(
+        f"transformers generate (batch 16): {hf_tokens} output tokens in {hf_s:.1f}s = {hf_rate:.0f} tok/s ({args.hf_requests} requests, max {args.hf_max_tokens} new)"
+    )
+    print(f"RATIO vLLM reasoner / transformers reasoner: {reward_rate / hf_rate:.1f}x (goal >= 10x)")
+
+
+if __name__ == "__main__":
+    main()
