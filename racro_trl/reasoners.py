@@ -207,6 +207,7 @@ class OpenAIReasoner:
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         )
         self.model = model or self._served_model()
+        self._tokens, self.last_output_tokens = [], 0
         logger.info("OpenAI-compatible reasoner %s at %s", self.model, self.url)
 
     def _request(self, method: str, path: str, **kwargs) -> dict:
@@ -256,6 +257,13 @@ class OpenAIReasoner:
         return [c["message"].get("content") or "" for c in choices]
 
     def generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:
+        self._tokens: list[int] = []  # list.append is atomic: safe from the pool's threads
+        try:
+            return self._generate(chats, n, sampling)
+        finally:
+            self.last_output_tokens = sum(self._tokens)
+
+    def _generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:
         with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(chats)))) as pool:
             return list(
                 pool.map(

@@ -134,6 +134,9 @@ class CaptionReward:
             "caption_chars": sum(len(c) for c in captions) / max(len(captions), 1),
             "reasoner_seconds": seconds,
         }
+        tokens = getattr(self.reasoner, "last_output_tokens", None)
+        if tokens:
+            stats["reasoner_tokens_per_second"] = tokens / max(seconds, 1e-9)
         if log_metric is not None:
             for key, value in stats.items():
                 log_metric(f"{self.__name__}/{key}", value)

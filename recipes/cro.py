@@ -83,8 +83,14 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
         peft_config=get_peft_config(model_args),
     )
 
-    partitioned = any(hasattr(p, "ds_id") for p in trainer.model.parameters())
-    logger.info("policy parameters partitioned by ZeRO-3: %s", partitioned)
+    params = list(trainer.model.parameters())
+    partitioned = any(hasattr(p, "ds_id") for p in params)
+    local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
+    total = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in params)
+    logger.warning(
+        "policy parameters partitioned by ZeRO-3: %s (rank %d holds %.1fM of %.1fM)",
+        partitioned, state.process_index, local / 1e6, total / 1e6,
+    )  # fmt: skip
 
     # ---- Train, resuming from the last checkpoint in output_dir -------------------------------------
     checkpoint = training_args.resume_from_checkpoint
