@@ -80,7 +80,8 @@ def main() -> None:
         if not (policy / "config.json").exists():
             policy_dir(policy)
         reasoner_path = reasoner_dir(tmp / "r1-distill-qwen-7b")
-        engine = {"load_format": "dummy", "max_model_len": 4096, "dtype": "bfloat16"}
+        # A random policy's captions decode to filler strings that re-tokenize ~13x longer: room for them.
+        engine = {"load_format": "dummy", "max_model_len": 16384, "dtype": "bfloat16"}
         image_size = 448
 
     import datasets

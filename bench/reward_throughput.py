@@ -63,7 +63,7 @@ def main() -> None:
         from racro_trl.tiny import build_tiny_models
 
         model_dir = build_tiny_models(tmp / "tiny")["reasoner"]
-        engine = {"max_model_len": 1024, "enforce_eager": True}
+        engine = {"max_model_len": 1024, "enforce_eager": True, "enable_prefix_caching": False}
         args.requests, args.max_tokens, args.caption_chars, args.hf_requests, args.hf_max_tokens = (
             32,
             16,
@@ -75,7 +75,13 @@ def main() -> None:
         from shapes import reasoner_dir
 
         model_dir = reasoner_dir(tmp / "r1-distill-qwen-7b")
-        engine = {"load_format": "dummy", "max_model_len": 4096, "dtype": "bfloat16"}
+        # No prefix caching: the second pass over the same prompts must not skip their prefill.
+        engine = {
+            "load_format": "dummy",
+            "max_model_len": 4096,
+            "dtype": "bfloat16",
+            "enable_prefix_caching": False,
+        }
     reasoner = VLLMReasoner(
         str(model_dir), gpu_memory_utilization=args.gpu_memory_utilization, seed=0, **engine
     )
@@ -89,11 +95,14 @@ def main() -> None:
     sampling = Sampling(temperature=1.0, top_p=1.0, max_tokens=args.max_tokens)
     params = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=args.max_tokens)
 
+    print(f"engine ready; {len(prompts)} prompts of ~{prompt_tokens:.0f} tokens", flush=True)
     reasoner.llm.generate(prompts[:64], params, use_tqdm=False)  # warm-up (CUDA graphs, caches)
+    print("warm-up done", flush=True)
     start = time.perf_counter()
     outs = reasoner.llm.generate(prompts, params, use_tqdm=False)
     plain_s = time.perf_counter() - start
     plain_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    print(f"standalone done in {plain_s:.1f}s", flush=True)
 
     reward = CaptionReward(reasoner, sampling=sampling, audit_dir=tmp / "audit")
     completions = [[{"role": "assistant", "content": c}] for c in caps]

@@ -51,9 +51,12 @@ class VLLMMLLM:
         enforce_eager: bool = False,
         seed: int = 0,
     ):
+        import os
+
         from transformers import AutoProcessor
         from vllm import LLM
 
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")  # CUDA may be initialised already
         self.processor = AutoProcessor.from_pretrained(model)
         mm_kwargs = {k: v for k, v in {"min_pixels": min_pixels, "max_pixels": max_pixels}.items() if v}
         self.llm = LLM(

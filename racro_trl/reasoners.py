@@ -114,8 +114,12 @@ class VLLMReasoner:
         seed: int | None = 0,
         **engine_kwargs,
     ):
+        import os
+
         from vllm import LLM
 
+        # The training process has CUDA initialised (the policy): a forked engine process could not use it.
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         start = time.perf_counter()
         self.llm = LLM(
             model=model,
@@ -328,9 +332,9 @@ class TransformersReasoner:
                     num_return_sequences=n,
                     pad_token_id=self.tokenizer.pad_token_id,
                 )
-            decoded = self.tokenizer.batch_decode(
-                out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
-            )
+            new = out[:, batch["input_ids"].shape[1] :]
+            self.last_output_tokens += new.numel()  # token positions, padding after an early stop included
+            decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
             answers += [decoded[j : j + n] for j in range(0, len(decoded), n)]
         return answers
 
