@@ -145,6 +145,20 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--enforce-eager", action="store_true", help="vLLM without CUDA graphs (faster start)")
 
 
+def _export(args) -> None:
+    from .export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out, merge_lora=args.merge_lora, dtype=args.dtype)
+    print(f"exported to {out}")
+    if args.push_to_hub:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(args.push_to_hub, private=args.private, exist_ok=True)
+        api.upload_folder(folder_path=str(out), repo_id=args.push_to_hub, commit_message="racro export")
+        print(f"pushed to the Hub: {args.push_to_hub}")
+
+
 def _report(args) -> None:
     from pathlib import Path
 
@@ -241,6 +255,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="rows per stage batch (and per cache flush)")
     _add_model_flags(p)
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser(
+        "export",
+        help="training output / checkpoint -> plain HF Qwen2.5-VL checkpoint (vLLM, transformers)",
+        description="Full weights (incl. ZeRO-3 16-bit saves), LoRA adapters (with --merge-lora) and "
+        "partitioned ZeRO-3 checkpoints (global_step*/, via zero_to_fp32) become one plain checkpoint.",
+    )
+    p.add_argument("--checkpoint", required=True, help="output_dir or output_dir/checkpoint-N")
+    p.add_argument("--out", required=True, help="new folder for the exported checkpoint")
+    p.add_argument("--merge-lora", action="store_true", help="merge a LoRA adapter into its base model")
+    p.add_argument("--dtype", default="bfloat16", help="weights dtype (default: %(default)s)")
+    p.add_argument(
+        "--push-to-hub", metavar="REPO", help="also upload to this Hub model repo (token: HF_TOKEN)"
+    )
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("report", help="print the reward table and audit summary of a training output_dir")
     p.add_argument("output_dir")

@@ -62,6 +62,12 @@ class CROScriptArguments(trl.ScriptArguments):
         metadata={"help": "Keep rows whose pass rate is below this (e.g. 1.0 drops always-solved items)."},
     )
 
+    # Model
+    freeze_vision_tower: bool = field(
+        default=False,
+        metadata={"help": "Train the language model only: the vision encoder keeps its weights."},
+    )
+
     # Rewards
     reward_funcs: list[str] = field(
         default_factory=lambda: ["caption_reasoner"],

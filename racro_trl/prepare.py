@@ -105,7 +105,7 @@ def bound_pixels(width: int, height: int, min_pixels: int, max_pixels: int) -> t
     >>> bound_pixels(4000, 3000, 512 * 512, 2048 * 2048)
     (2364, 1773)
     >>> bound_pixels(100, 50, 512 * 512, 2048 * 2048)
-    (724, 362)
+    (725, 363)
     """
     area = width * height
     if min_pixels <= area <= max_pixels:

@@ -77,6 +77,7 @@ class CaptionReward:
         self.audit_dir = Path(audit_dir) if audit_dir else None
         self.audit_path: Path | None = None
         self.calls = 0
+        self._last_step, self._calls_this_step = None, 0
 
     @property
     def reasoner(self) -> Reasoner:
@@ -99,10 +100,13 @@ class CaptionReward:
         chats = [P.reasoner_reward_messages(c, q) for c, q in zip(captions, question, strict=True)]
         sampling = self.sampling
         if sampling.seed is not None:
-            # Reproducible, yet a fresh draw for every call and rank.
-            sampling = replace(
-                sampling, seed=sampling.seed + 1_000_003 * self.calls + 10_007 * _process_index()
-            )
+            # A fresh draw for every step, call and rank, and the same draws again after a resume:
+            # the seed follows the global step, not this object's call count.
+            step = getattr(trainer_state, "global_step", None)
+            self._calls_this_step = self._calls_this_step + 1 if step == self._last_step else 0
+            self._last_step = step
+            offset = 1_000_003 * (self.calls if step is None else step) + 101 * self._calls_this_step
+            sampling = replace(sampling, seed=sampling.seed + offset + 10_007 * _process_index())
         start = time.perf_counter()
         outputs = self.reasoner.generate(chats, self.num_samples, sampling)
         seconds = time.perf_counter() - start

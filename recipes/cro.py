@@ -14,11 +14,11 @@ import datasets
 import transformers
 from accelerate import PartialState
 from transformers import AutoProcessor, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config
 
 from racro_trl.configs import CROScriptArguments, make_parser, validate_run
 from racro_trl.data import filter_dataset, load_dataset_any, set_image_pixels, to_training_format
+from racro_trl.policy import default_lora_targets, freeze_vision_tower, resume_checkpoint
 from racro_trl.report import audit_summary, reward_table
 from racro_trl.rewards import get_reward_funcs
 
@@ -74,6 +74,7 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
     reward_funcs = get_reward_funcs(script_args.reward_funcs, script_args, training_args.output_dir)
 
     # ---- Trainer --------------------------------------------------------------------------------------
+    default_lora_targets(model_args)
     trainer = GRPOTrainer(
         model=model_args.model_name_or_path,
         reward_funcs=reward_funcs,
@@ -83,6 +84,8 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
         peft_config=get_peft_config(model_args),
     )
 
+    if script_args.freeze_vision_tower:
+        freeze_vision_tower(trainer.model)
     params = list(trainer.model.parameters())
     partitioned = any(hasattr(p, "ds_id") for p in params)
     local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
@@ -93,11 +96,9 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
     )  # fmt: skip
 
     # ---- Train, resuming from the last checkpoint in output_dir -------------------------------------
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None and os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
-        if checkpoint is not None:
-            logger.info("resuming from %s", checkpoint)
+    checkpoint = resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
+    if checkpoint is not None:
+        logger.info("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)

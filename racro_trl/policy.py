@@ -1,0 +1,74 @@
+"""What of the policy trains, and from where training resumes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# LoRA on the language model's projections only (the vision tower's blocks use other names, but its
+# MLP also has gate/up/down_proj: the prefix keeps it out).
+LANGUAGE_MODEL_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+def default_lora_targets(model_args) -> None:
+    """With ``use_peft`` and no ``lora_target_modules``, target the language model only."""
+    if model_args.use_peft and not model_args.lora_target_modules:
+        model_args.lora_target_modules = LANGUAGE_MODEL_LORA_TARGETS
+
+
+def freeze_vision_tower(model) -> int:
+    """Stop gradients into the vision encoder; returns how many parameters were frozen.
+
+    Must run before the optimizer is built (``trainer.train()`` builds it), which only takes
+    parameters that require gradients.
+    """
+    frozen = 0
+    for name, param in model.named_parameters():
+        if re.search(r"(^|\.)visual\.", name):
+            param.requires_grad_(False)
+            frozen += getattr(param, "ds_numel", param.numel())
+    if not frozen:
+        raise ValueError("freeze_vision_tower: the model has no `visual` parameters (not a Qwen2.5-VL?)")
+    logger.info("vision tower frozen: %.1fM parameters", frozen / 1e6)
+    return frozen
+
+
+def usable_checkpoint(path: str | Path) -> str | None:
+    """Why ``path`` cannot be resumed from, or None when it can."""
+    path = Path(path)
+    if not path.is_dir():
+        return "no such folder"
+    state = path / "trainer_state.json"
+    try:
+        json.loads(state.read_text())["global_step"]
+    except (OSError, ValueError, KeyError) as error:
+        return f"trainer_state.json unreadable ({type(error).__name__})"
+    return None
+
+
+def resume_checkpoint(output_dir: str | Path, explicit: str | None) -> str | None:
+    """The checkpoint to resume from: ``explicit`` (checked), else the newest usable one in ``output_dir``.
+
+    A checkpoint left half-written by a crash is skipped with a warning, so the run falls back to
+    the one before it instead of failing.
+    """
+    if explicit:
+        problem = usable_checkpoint(explicit)
+        if problem:
+            raise ValueError(f"resume_from_checkpoint {explicit} is not a usable checkpoint: {problem}")
+        return explicit
+    candidates = sorted(
+        (p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+        reverse=True,
+    )
+    for candidate in candidates:
+        problem = usable_checkpoint(candidate)
+        if problem is None:
+            return str(candidate)
+        logger.warning("skipping %s for resume: %s", candidate, problem)
+    return None

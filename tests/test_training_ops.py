@@ -1,0 +1,157 @@
+"""Training operations on tiny models: kill-and-resume, LoRA, export, the CRO-GRPO stage."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import PYTHON, REPO
+
+pytestmark = pytest.mark.slow
+
+
+def recipe(tiny_models, output_dir, *extra, config="recipes/tiny/cro.yaml"):
+    return [
+        PYTHON, "recipes/cro.py", "--config", config, "--model_name_or_path", str(tiny_models["policy"]),
+        "--reasoner_model", str(tiny_models["reasoner"]), "--reasoner_backend", "transformers",
+        "--output_dir", str(output_dir), *extra,
+    ]  # fmt: skip
+
+
+def train(command):
+    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    return out.stdout + out.stderr
+
+
+def weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_models, tmp_path):
+    steps = ["--max_steps", "4", "--save_steps", "2"]
+    train(recipe(tiny_models, tmp_path / "straight", *steps))
+
+    # The same run, killed with SIGKILL once checkpoint-2 is on disk, then started again unchanged.
+    command = recipe(tiny_models, tmp_path / "killed", *steps)
+    proc = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "killed" / "checkpoint-2" / "trainer_state.json").exists():
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "checkpoint-4").exists()
+    log = train(command)
+    assert "resuming from" in log and "checkpoint-2" in log
+
+    state = json.loads((tmp_path / "killed" / "checkpoint-4" / "trainer_state.json").read_text())
+    straight_state = json.loads((tmp_path / "straight" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    logged = [(h["step"], h["loss"], h["reward"]) for h in state["log_history"] if "loss" in h]
+    straight_logged = [
+        (h["step"], h["loss"], h["reward"]) for h in straight_state["log_history"] if "loss" in h
+    ]
+    assert [s for s, *_ in logged] == [1, 2, 3, 4], "no step repeated or skipped"
+    assert logged[:2] == straight_logged[:2], "the steps before the kill are the uninterrupted run's"
+    before_kill = weights(tmp_path / "killed" / "checkpoint-2")
+    assert all(
+        torch.equal(before_kill[k], w) for k, w in weights(tmp_path / "straight" / "checkpoint-2").items()
+    )
+    resumed = weights(tmp_path / "killed")
+    assert any(not torch.equal(before_kill[k], resumed[k]) for k in resumed), (
+        "training went on after the resume"
+    )
+    # Steps 3-4 after a resume sample slightly different captions than the uninterrupted run (see the
+    # closing note of the resume work), so the final weights are not compared for equality here.
+
+
+def test_explicit_resume_from_a_corrupt_checkpoint_fails_clearly(tiny_models, tmp_path):
+    bad = tmp_path / "run" / "checkpoint-7"
+    bad.mkdir(parents=True)
+    (bad / "trainer_state.json").write_text("{not json")
+    out = subprocess.run(
+        recipe(tiny_models, tmp_path / "run", "--resume_from_checkpoint", str(bad)),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode != 0
+    assert "checkpoint-7" in out.stderr and "not a usable checkpoint" in out.stderr
+
+
+def test_lora_changes_only_adapter_weights_and_exports_merged(tiny_models, tmp_path):
+    run = tmp_path / "lora"
+    train(
+        recipe(
+            tiny_models, run, "--use_peft", "true", "--lora_r", "8", "--lora_alpha", "16", "--max_steps", "3"
+        )
+    )
+    adapter = load_file(str(run / "adapter_model.safetensors"))
+    assert adapter and all("lora_" in k for k in adapter)
+    assert all("visual" not in k for k in adapter), "LoRA targets the language model only by default"
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k), "the adapter was trained"
+    assert not (run / "model.safetensors").exists()
+
+    from racro_trl.export import ExportError, export_checkpoint
+
+    with pytest.raises(ExportError, match="--merge-lora"):
+        export_checkpoint(run, tmp_path / "merged")
+    merged = export_checkpoint(run, tmp_path / "merged", merge_lora=True, dtype="float32")
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(merged)
+    base = AutoModelForImageTextToText.from_pretrained(tiny_models["policy"]).state_dict()
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, base[k])]
+    assert changed and all("language_model" in k for k in changed)
+    processor = AutoProcessor.from_pretrained(merged)
+    inputs = processor(text=["hello"], return_tensors="pt")
+    assert model.generate(**inputs, max_new_tokens=3).shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_freeze_vision_tower(tiny_models, tmp_path):
+    run = tmp_path / "frozen"
+    train(recipe(tiny_models, run, "--freeze_vision_tower", "true", "--max_steps", "3"))
+    initial = load_file(str(tiny_models["policy"] / "model.safetensors"))
+    trained = weights(run)
+    assert all(torch.equal(initial[k], trained[k]) for k in initial if "visual" in k)
+    assert any(not torch.equal(initial[k], trained[k]) for k in initial if "visual" not in k)
+
+
+def test_export_full_checkpoint_and_bad_folder(tiny_models, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from racro_trl.export import ExportError, export_checkpoint
+
+    out = subprocess.run(
+        [PYTHON, "-m", "racro_trl.cli", "export", "--checkpoint", str(tiny_models["policy"]), "--out", str(tmp_path / "e"), "--dtype", "float32"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    AutoModelForImageTextToText.from_pretrained(tmp_path / "e")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ExportError, match="holds no model weights"):
+        export_checkpoint(tmp_path / "empty", tmp_path / "e2")
+    out = subprocess.run(
+        [PYTHON, "-m", "racro_trl.cli", "export", "--checkpoint", str(tmp_path / "empty"), "--out", str(tmp_path / "e3")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 2 and "holds no model weights" in out.stderr
+    assert not (tmp_path / "e3").exists()
+
+
+def test_cro_grpo_stage_runs(tiny_models, tmp_path):
+    log = train(recipe(tiny_models, tmp_path / "grpo", config="recipes/tiny/cro_grpo.yaml"))
+    state = json.loads((tmp_path / "grpo" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert all("rewards/answer_accuracy/mean" in h for h in state["log_history"] if "loss" in h)
+    assert "caption_reasoner" not in log.split("Reward per step:")[-1]
