@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -44,6 +45,13 @@ def vllm_reasoner(tiny_models):
     )
     yield reasoner
     reasoner.close()
+
+
+def racro(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the `racro` command (as `python -m racro_trl.cli`) from the repository root."""
+    return subprocess.run(
+        [PYTHON, "-m", "racro_trl.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def free_port() -> int:

@@ -4,11 +4,10 @@ import base64
 import csv
 import io
 import json
-import subprocess
 
 import pytest
 
-from conftest import PYTHON, REPO, free_port
+from conftest import free_port, racro
 from racro_trl.data import sample_rows
 from racro_trl.evaluation import BenchmarkError, build_question, evaluate, load_benchmark, score
 from racro_trl.pipeline import Item, RacroPipeline, build_mllm
@@ -145,31 +144,22 @@ def test_pipeline_answers_a_batch(vllm_mllm, vllm_reasoner):
 
 
 def test_racro_infer_on_the_shipped_image(tiny_models):
-    out = subprocess.run(
-        [
-            PYTHON,
-            "-m",
-            "racro_trl.cli",
-            "infer",
-            "--image",
-            "data/sample/example.png",
-            "--question",
-            "How many yellow squares are in the image?",
-            "--mllm",
-            str(tiny_models["policy"]),
-            "--mllm-backend",
-            "transformers",
-            "--reasoner",
-            str(tiny_models["reasoner"]),
-            "--reasoner-backend",
-            "transformers",
-            "--max-tokens",
-            "12",
-        ],  # fmt: skip
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    out = racro(
+        "infer",
+        "--image",
+        "data/sample/example.png",
+        "--question",
+        "How many yellow squares are in the image?",
+        "--mllm",
+        str(tiny_models["policy"]),
+        "--mllm-backend",
+        "transformers",
+        "--reasoner",
+        str(tiny_models["reasoner"]),
+        "--reasoner-backend",
+        "transformers",
+        "--max-tokens",
+        "12",
     )
     assert out.returncode == 0, out.stderr[-3000:]
     for heading in (
@@ -183,31 +173,22 @@ def test_racro_infer_on_the_shipped_image(tiny_models):
 
 def test_racro_eval_with_unreachable_reasoner(tmp_path, tiny_models):
     url = f"http://127.0.0.1:{free_port()}/v1"
-    out = subprocess.run(
-        [
-            PYTHON,
-            "-m",
-            "racro_trl.cli",
-            "eval",
-            "--benchmark",
-            "X",
-            "--data",
-            str(write_tsv(tmp_path / "b.tsv", 3)),
-            "--out",
-            str(tmp_path / "o"),
-            "--mllm",
-            str(tiny_models["policy"]),
-            "--mllm-backend",
-            "transformers",
-            "--reasoner",
-            url,
-            "--reasoner-max-retries",
-            "1",
-        ],  # fmt: skip
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    out = racro(
+        "eval",
+        "--benchmark",
+        "X",
+        "--data",
+        str(write_tsv(tmp_path / "b.tsv", 3)),
+        "--out",
+        str(tmp_path / "o"),
+        "--mllm",
+        str(tiny_models["policy"]),
+        "--mllm-backend",
+        "transformers",
+        "--reasoner",
+        url,
+        "--reasoner-max-retries",
+        "1",
     )
     assert out.returncode == 2
     assert f"reasoner server at {url} unreachable after 2 attempts" in out.stderr

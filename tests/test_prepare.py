@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import PYTHON, REPO
+from conftest import PYTHON, REPO, racro
 from racro_trl.data import from_verl_format, load_dataset_any, to_training_format
 from racro_trl.prepare import PrepareError, PrepareOptions, prepare_virl39k
 
@@ -59,27 +59,18 @@ def opts(**kwargs):
 def test_prepare_through_the_cli(tmp_path):
     src = make_release(tmp_path / "release")
     out = tmp_path / "prepared"
-    result = subprocess.run(
-        [
-            PYTHON,
-            "-m",
-            "racro_trl.cli",
-            "prepare-data",
-            "--src",
-            str(src),
-            "--out",
-            str(out),
-            "--min-pixels",
-            str(MIN_PX),
-            "--max-pixels",
-            str(MAX_PX),
-            "--num-proc",
-            "2",
-        ],  # fmt: skip
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = racro(
+        "prepare-data",
+        "--src",
+        str(src),
+        "--out",
+        str(out),
+        "--min-pixels",
+        str(MIN_PX),
+        "--max-pixels",
+        str(MAX_PX),
+        "--num-proc",
+        "2",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "dropped (source DeepScaleR): 4" in result.stdout and "rows/s" in result.stdout

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import PYTHON, REPO
+from conftest import PYTHON, REPO, racro
 
 pytestmark = pytest.mark.slow
 
@@ -132,19 +132,21 @@ def test_export_full_checkpoint_and_bad_folder(tiny_models, tmp_path):
 
     from racro_trl.export import ExportError, export_checkpoint
 
-    out = subprocess.run(
-        [PYTHON, "-m", "racro_trl.cli", "export", "--checkpoint", str(tiny_models["policy"]), "--out", str(tmp_path / "e"), "--dtype", "float32"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    out = racro(
+        "export",
+        "--checkpoint",
+        str(tiny_models["policy"]),
+        "--out",
+        str(tmp_path / "e"),
+        "--dtype",
+        "float32",
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     AutoModelForImageTextToText.from_pretrained(tmp_path / "e")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ExportError, match="holds no model weights"):
         export_checkpoint(tmp_path / "empty", tmp_path / "e2")
-    out = subprocess.run(
-        [PYTHON, "-m", "racro_trl.cli", "export", "--checkpoint", str(tmp_path / "empty"), "--out", str(tmp_path / "e3")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    out = racro("export", "--checkpoint", str(tmp_path / "empty"), "--out", str(tmp_path / "e3"))
     assert out.returncode == 2 and "holds no model weights" in out.stderr
     assert not (tmp_path / "e3").exists()
 
