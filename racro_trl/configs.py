@@ -211,6 +211,11 @@ def validate_run(script_args: CROScriptArguments, training_args, num_processes: 
             f"which cannot span reasoner_tensor_parallel_size={script_args.reasoner_tensor_parallel_size} GPUs; "
             "serve the reasoner once (`vllm serve <model> --tensor-parallel-size N`) and set reasoner_backend: openai"
         )
+    if getattr(training_args, "hub_token", None):
+        raise ValueError(
+            "hub_token is set in the recipe or on the command line, where it would be saved with the run "
+            "(training_args.bin); remove it and export HF_TOKEN in the environment instead"
+        )
     if training_args.reward_weights is not None and len(training_args.reward_weights) != len(
         script_args.reward_funcs
     ):

@@ -14,8 +14,9 @@ import datasets
 import transformers
 from accelerate import PartialState
 from transformers import AutoProcessor, set_seed
-from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config
+from trl import GRPOConfig, ModelConfig, get_peft_config
 
+from racro_trl.card import CROTrainer
 from racro_trl.configs import CROScriptArguments, make_parser, validate_run
 from racro_trl.data import filter_dataset, load_dataset_any, set_image_pixels, to_training_format
 from racro_trl.policy import default_lora_targets, freeze_vision_tower, resume_checkpoint
@@ -23,6 +24,16 @@ from racro_trl.report import audit_summary, reward_table
 from racro_trl.rewards import get_reward_funcs
 
 logger = logging.getLogger(__name__)
+
+
+def recipe_text(argv: list[str]) -> str | None:
+    """The YAML this run was started with, plus its command-line overrides, for the model card."""
+    if "--config" not in argv:
+        return None
+    i = argv.index("--config")
+    overrides = " ".join(argv[1:i] + argv[i + 2 :])
+    text = open(argv[i + 1]).read()
+    return text + (f"\n# command-line overrides: {overrides}\n" if overrides else "")
 
 
 def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args: ModelConfig):
@@ -75,13 +86,16 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
 
     # ---- Trainer --------------------------------------------------------------------------------------
     default_lora_targets(model_args)
-    trainer = GRPOTrainer(
+    trainer = CROTrainer(
         model=model_args.model_name_or_path,
         reward_funcs=reward_funcs,
         args=training_args,
         train_dataset=dataset,
         processing_class=processor,
         peft_config=get_peft_config(model_args),
+        script_args=script_args,
+        model_args=model_args,
+        recipe_text=recipe_text(sys.argv),
     )
 
     if script_args.freeze_vision_tower:
@@ -108,7 +122,7 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
         processor.save_pretrained(training_args.output_dir)
-        trainer.create_model_card(dataset_name=script_args.dataset_name, tags=["racro", "cro", "trl", "grpo"])
+        trainer.create_model_card()
         print(f"\nReward per step:\n{reward_table(trainer.state.log_history)}")
         audit_dir = os.path.join(training_args.output_dir, "audit")
         if os.path.isdir(audit_dir):
@@ -117,7 +131,7 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
 
     # ---- Push ---------------------------------------------------------------------------------------------
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name, tags=["racro", "cro", "trl", "grpo"])
+        trainer.push_to_hub()
 
     for func in reward_funcs:
         if hasattr(func, "close"):

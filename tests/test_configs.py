@@ -125,3 +125,9 @@ def test_accelerate_configs(config):
         if stage == 3:
             assert cfg.deepspeed_config["zero3_init_flag"] is True
             assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+def test_hub_token_in_a_recipe_is_refused():
+    s, t, _ = parse(REPO / "recipes/tiny/cro.yaml", "--hub_token", "hf_abc")
+    with pytest.raises(ValueError, match="export HF_TOKEN in the environment"):
+        validate_run(s, t, num_processes=1)

@@ -10,6 +10,7 @@ import torch
 from conftest import PYTHON, REPO
 
 pytestmark = pytest.mark.slow
+SECRET = "hf_racroTestSecretToken123"
 
 
 def launch(tiny_models, output_dir, *extra):
@@ -25,7 +26,7 @@ def launch(tiny_models, output_dir, *extra):
         capture_output=True,
         text=True,
         timeout=900,
-        env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
+        env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_TOKEN": SECRET},
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     return out
@@ -79,3 +80,25 @@ def test_rerun_resumes_from_last_checkpoint(trained, tiny_models):
     state = json.loads((output_dir / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3, 4]
+
+
+def test_model_card_and_no_token_in_saved_files(trained):
+    output_dir, _ = trained
+    card = (output_dir / "README.md").read_text()
+    for expected in (
+        "- racro",
+        "- grpo",
+        "Caption Reward Optimization",
+        "- **Stage**: CRO",
+        "- **Reasoner**:",
+        "- **Dataset**: data/sample",
+        "## Reward per step",
+        "## Recipe",
+        "reasoner_backend: vllm",  # the YAML itself
+        "# command-line overrides: --model_name_or_path",
+        "@article{gou2025perceptual",
+    ):
+        assert expected in card, expected
+    for path in output_dir.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), f"the token leaked into {path}"

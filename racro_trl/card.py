@@ -1,0 +1,95 @@
+"""The model card of a CRO run: method, base model, reasoner, data, rewards, recipe, citation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from trl import GRPOTrainer
+
+from .report import reward_table
+
+TAGS = ["racro", "cro", "trl", "grpo"]
+CITATION = """@article{gou2025perceptual,
+  author  = {Gou, Yunhao and Chen, Kai and Liu, Zhili and Hong, Lanqing and Jin, Xin and Li, Zhenguo and Kwok, James T. and Zhang, Yu},
+  title   = {Perceptual Decoupling for Scalable Multi-modal Reasoning via Reward-Optimized Captioning},
+  journal = {arXiv preprint arXiv:2506.04559},
+  year    = {2025},
+}"""
+
+
+def _hub_id(name: str | None) -> str | None:
+    """``name`` if it looks like a Hub id (not a local path)."""
+    return name if name and not os.path.exists(name) and not name.startswith((".", "/")) else None
+
+
+def model_card(
+    script_args, training_args, model_args, log_history: list[dict], recipe_text: str | None
+) -> str:
+    """Markdown with YAML metadata for the run's README.md."""
+    base, dataset = _hub_id(model_args.model_name_or_path), _hub_id(script_args.dataset_name)
+    meta = ["---", "library_name: transformers", "pipeline_tag: image-text-to-text", "tags:"]
+    meta += [f"- {t}" for t in TAGS]
+    meta += [f"base_model: {base}"] if base else []
+    meta += ["datasets:", f"- {dataset}"] if dataset else []
+    meta.append("---")
+    stage = (
+        "CRO-GRPO (answer-reward GRPO on the qa_cot prompt)"
+        if script_args.prompt_format == "qa_cot"
+        else "CRO"
+    )
+    reasoner = (
+        f"{script_args.reasoner_model or '(served)'} via `{script_args.reasoner_backend}`"
+        + (f" at a server (`reasoner_url`), {script_args.reasoner_num_samples} answer(s) per caption"
+           if script_args.reasoner_backend == "openai" else f", {script_args.reasoner_num_samples} answer(s) per caption")
+    )  # fmt: skip
+    steps = [h for h in log_history if "reward" in h]
+    lines = [
+        *meta,
+        "",
+        f"# {Path(training_args.output_dir).name}",
+        "",
+        "A Qwen2.5-VL captioner trained with RACRO's Caption Reward Optimization ([arXiv 2506.04559]"
+        "(https://arxiv.org/abs/2506.04559)): GRPO on query-conditioned captions, rewarded by how often a frozen "
+        "text-only reasoner, reading only the caption and the question, reaches the ground-truth answer. "
+        "Trained with racro-trl (TRL).",
+        "",
+        f"- **Stage**: {stage}",
+        f"- **Base model**: {model_args.model_name_or_path}",
+        f"- **Reasoner**: {reasoner if 'caption_reasoner' in script_args.reward_funcs else 'none (answer reward)'}",
+        f"- **Dataset**: {script_args.dataset_name}",
+        f"- **Rewards**: {', '.join(script_args.reward_funcs)}",
+        f"- **Steps**: {steps[-1]['step'] if steps else 0}; learning rate {training_args.learning_rate}, "
+        f"{training_args.num_generations} captions per prompt, beta {training_args.beta}",
+        "",
+        "## Reward per step",
+        "",
+        "```",
+        reward_table(log_history),
+        "```",
+        "",
+        "## Use",
+        "",
+        "```bash",
+        "racro infer --image IMAGE --question QUESTION --mllm THIS_MODEL --reasoner ANY_TEXT_REASONER",
+        "```",
+    ]
+    if recipe_text:
+        lines += ["", "## Recipe", "", "```yaml", recipe_text.strip(), "```"]
+    lines += ["", "## Citation", "", "```bibtex", CITATION, "```", ""]
+    return "\n".join(lines)
+
+
+class CROTrainer(GRPOTrainer):
+    """GRPOTrainer whose model card describes the CRO run (used by save and ``push_to_hub``)."""
+
+    def __init__(self, *args, script_args, model_args, recipe_text: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cro_args = (script_args, model_args, recipe_text)
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None) -> None:
+        if not self.is_world_process_zero():
+            return
+        script_args, model_args, recipe_text = self.cro_args
+        card = model_card(script_args, self.args, model_args, self.state.log_history, recipe_text)
+        Path(self.args.output_dir, "README.md").write_text(card)
