@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from trl import GRPOTrainer
 
 from .report import reward_table
+
+logger = logging.getLogger(__name__)
 
 TAGS = ["racro", "cro", "trl", "grpo"]
 CITATION = """@article{gou2025perceptual,
@@ -93,3 +96,33 @@ class CROTrainer(GRPOTrainer):
         script_args, model_args, recipe_text = self.cro_args
         card = model_card(script_args, self.args, model_args, self.state.log_history, recipe_text)
         Path(self.args.output_dir, "README.md").write_text(card)
+
+
+def check_hub_push(training_args) -> None:
+    """Before any model loads: a push needs a valid repo id and a token the Hub accepts.
+
+    The token is read from the environment (``HF_TOKEN``) or the local login, never from the recipe.
+    """
+    if not training_args.push_to_hub:
+        return
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"push_to_hub: hub_model_id {repo_id!r} is not a valid repo id ({error})") from None
+    token = get_token()
+    if not token:
+        raise ValueError(
+            "push_to_hub needs a Hub token: export HF_TOKEN=<a write token> (or `hf auth login`)"
+        )
+    try:
+        user = HfApi().whoami(token=token)
+    except Exception as error:  # 401, network failure: say which, keep the token out of the message
+        raise ValueError(
+            f"push_to_hub: the Hub did not accept the token ({type(error).__name__}: {str(error)[:200]})"
+        ) from None
+    logger.info("pushing to %s as %s", repo_id, user.get("name"))

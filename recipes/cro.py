@@ -16,7 +16,7 @@ from accelerate import PartialState
 from transformers import AutoProcessor, set_seed
 from trl import GRPOConfig, ModelConfig, get_peft_config
 
-from racro_trl.card import CROTrainer
+from racro_trl.card import CROTrainer, check_hub_push
 from racro_trl.configs import CROScriptArguments, make_parser, validate_run
 from racro_trl.data import filter_dataset, load_dataset_any, set_image_pixels, to_training_format
 from racro_trl.policy import default_lora_targets, freeze_vision_tower, resume_checkpoint
@@ -48,6 +48,7 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
     for lib in (datasets, transformers):
         lib.utils.logging.set_verbosity(training_args.get_process_log_level())
     validate_run(script_args, training_args, state.num_processes)
+    check_hub_push(training_args)
     logger.info("script %s\nmodel %s", script_args, model_args)
 
     # ---- Data ---------------------------------------------------------------------------------------

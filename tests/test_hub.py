@@ -1,0 +1,63 @@
+"""Pushing a run to the Hub, against a local stand-in of the Hub API (HF_ENDPOINT=http://127.0.0.1:PORT).
+
+The real Hub is the target; the stand-in only serves create-repo, whoami, preupload and commit."""
+
+import os
+import subprocess
+
+import pytest
+from hub_standin import TOKEN, HubStandIn
+
+from conftest import PYTHON, REPO
+
+
+def run(tiny_models, output_dir, hub, token, *extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(output_dir.parent / "hf-home")}
+    if token:
+        env["HF_TOKEN"] = token
+    command = [
+        PYTHON, "recipes/cro.py", "--config", "recipes/tiny/cro.yaml", "--max_steps", "2", "--save_steps", "2",
+        "--model_name_or_path", str(tiny_models["policy"]), "--reasoner_model", str(tiny_models["reasoner"]),
+        "--reasoner_backend", "transformers", "--output_dir", str(output_dir), "--push_to_hub", "true", *extra,
+    ]  # fmt: skip
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_push_sends_model_card_weights_and_processor(tiny_models, tmp_path):
+    with HubStandIn() as hub:
+        out = run(
+            tiny_models,
+            tmp_path / "run",
+            hub,
+            TOKEN,
+            "--hub_model_id",
+            "tester/tiny-cro",
+            "--hub_private_repo",
+            "true",
+        )
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+        files = hub.files["tester/tiny-cro"]
+        assert {"README.md", "model.safetensors", "config.json", "tokenizer.json"} <= set(files)
+        assert any(name.startswith(("processor_config", "preprocessor_config")) for name in files)
+        assert "Caption Reward Optimization" in files["README.md"].decode()
+        assert hub.private["tester/tiny-cro"] is True
+        assert not any(TOKEN.encode() in content for content in files.values())
+    assert TOKEN not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    ("token", "extra", "message"),
+    [
+        (None, (), "push_to_hub needs a Hub token: export HF_TOKEN"),
+        ("hf_wrong", (), "the Hub did not accept the token"),
+        (TOKEN, ("--hub_model_id", "not a valid/repo id!"), "is not a valid repo id"),
+    ],
+)
+def test_push_problems_fail_before_training(tiny_models, tmp_path, token, extra, message):
+    with HubStandIn() as hub:
+        out = run(tiny_models, tmp_path / "run", hub, token, *extra)
+    assert out.returncode != 0 and message in out.stderr
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").glob("checkpoint-*"))
+    assert "hf_wrong" not in out.stderr
