@@ -74,6 +74,11 @@ class CROScriptArguments(trl.ScriptArguments):
         metadata={"help": "Reward functions by registered name (caption_reasoner, answer_accuracy, boxed_format) "
                   "or dotted path; weights go in GRPOConfig.reward_weights."},
     )  # fmt: skip
+    caption_table_steps: int = field(
+        default=10,
+        metadata={"help": "With report_to wandb: log a sampled table (image, question, caption, reasoner answer, "
+                  "gold, score) every N steps; 0 turns it off."},
+    )  # fmt: skip
     reward_audit: bool = field(
         default=True,
         metadata={
@@ -210,6 +215,11 @@ def validate_run(script_args: CROScriptArguments, training_args, num_processes: 
             f"reasoner_backend vllm with {num_processes} training processes gives every process its own replica, "
             f"which cannot span reasoner_tensor_parallel_size={script_args.reasoner_tensor_parallel_size} GPUs; "
             "serve the reasoner once (`vllm serve <model> --tensor-parallel-size N`) and set reasoner_backend: openai"
+        )
+    if training_args.log_completions and "wandb" in (training_args.report_to or []):
+        raise ValueError(
+            "log_completions with report_to wandb fails on CRO's multimodal prompts (wandb cannot type the table); "
+            "set log_completions: false: the caption table (caption_table_steps) logs the captions instead"
         )
     if getattr(training_args, "hub_token", None):
         raise ValueError(

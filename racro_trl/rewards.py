@@ -78,6 +78,7 @@ class CaptionReward:
         self.audit_path: Path | None = None
         self.calls = 0
         self._last_step, self._calls_this_step = None, 0
+        self.last_batch: list[dict] = []  # the last call's records (+ first image), for logging tables
 
     @property
     def reasoner(self) -> Reasoner:
@@ -148,6 +149,11 @@ class CaptionReward:
             log_extra("reasoner_answer", [r["extracted"][0] for r in records])
         step = getattr(trainer_state, "global_step", None)
         self._audit(records, step, seconds)
+        images = kwargs.get("images") or [None] * len(records)
+        self.last_batch = [
+            {**r, "question": q, "step": step, "image": imgs[0] if imgs else None}
+            for r, q, imgs in zip(records, question, images, strict=True)
+        ]
         logger.info(
             "caption_reasoner call %d (step %s): %d captions x %d samples in %.1fs, mean reward %.3f, no answer %d/%d",
             self.calls, step, len(captions), self.num_samples, seconds, stats["reward_mean"], extracted, total,

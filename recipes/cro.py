@@ -21,7 +21,8 @@ from racro_trl.configs import CROScriptArguments, make_parser, validate_run
 from racro_trl.data import filter_dataset, load_dataset_any, set_image_pixels, to_training_format
 from racro_trl.policy import default_lora_targets, freeze_vision_tower, resume_checkpoint
 from racro_trl.report import audit_summary, reward_table
-from racro_trl.rewards import get_reward_funcs
+from racro_trl.rewards import CaptionReward, get_reward_funcs
+from racro_trl.tables import CaptionTableCallback
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,9 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
         recipe_text=recipe_text(sys.argv),
     )
 
+    caption_reward = next((f for f in reward_funcs if isinstance(f, CaptionReward)), None)
+    if "wandb" in (training_args.report_to or []) and caption_reward and script_args.caption_table_steps:
+        trainer.add_callback(CaptionTableCallback(caption_reward, script_args.caption_table_steps))
     if script_args.freeze_vision_tower:
         freeze_vision_tower(trainer.model)
     params = list(trainer.model.parameters())
