@@ -61,3 +61,20 @@ def test_push_problems_fail_before_training(tiny_models, tmp_path, token, extra,
     assert out.returncode != 0 and message in out.stderr
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").glob("checkpoint-*"))
     assert "hf_wrong" not in out.stderr
+
+
+@pytest.mark.slow
+def test_hub_strategy_checkpoint_pushes_the_resumable_checkpoint(tiny_models, tmp_path):
+    with HubStandIn() as hub:
+        out = run(
+            tiny_models, tmp_path / "run", hub, TOKEN,
+            "--hub_model_id", "tester/ckpt", "--hub_strategy", "checkpoint", "--save_steps", "1",
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        files = hub.files["tester/ckpt"]
+        assert {
+            "last-checkpoint/model.safetensors",
+            "last-checkpoint/optimizer.pt",
+            "last-checkpoint/trainer_state.json",
+        } <= set(files)
+        assert sum("/commit/" in r for r in hub.requests) >= 3  # one per save, then the final push
