@@ -311,8 +311,15 @@ class TransformersReasoner:
     def generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:
         import torch
 
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
+        # A seeded call must not reseed the caller's (the trainer's) random stream: fork it.
+        with torch.random.fork_rng(devices=[] if self.device == "cpu" else None, enabled=sampling.seed is not None):
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            return self._generate(chats, n, sampling)
+
+    def _generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:
+        import torch
+
         texts = [
             self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats
         ]

@@ -78,3 +78,16 @@ def test_hub_strategy_checkpoint_pushes_the_resumable_checkpoint(tiny_models, tm
             "last-checkpoint/trainer_state.json",
         } <= set(files)
         assert sum("/commit/" in r for r in hub.requests) >= 3  # one per save, then the final push
+
+
+def test_export_pushes_a_plain_checkpoint(tiny_models, tmp_path):
+    with HubStandIn() as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path / "hf-home")}
+        command = [
+            PYTHON, "-m", "racro_trl.cli", "export", "--checkpoint", str(tiny_models["policy"]),
+            "--out", str(tmp_path / "exported"), "--push-to-hub", "tester/exported", "--private",
+        ]  # fmt: skip
+        out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(hub.files["tester/exported"])
+        assert hub.private["tester/exported"] is True
