@@ -58,13 +58,17 @@ def test_command_line_overrides_yaml():
     assert t.learning_rate == 5e-7 and s.reasoner_num_samples == 2
 
 
-def test_unknown_yaml_key_fails(tmp_path):
-    cfg = yaml.safe_load((REPO / "recipes/tiny/cro.yaml").read_text())
-    cfg["reasoner_modle"] = "typo"
-    path = tmp_path / "bad.yaml"
+def tiny_recipe_with(tmp_path, **changes) -> Path:
+    """The tiny recipe with some keys changed, written to tmp_path."""
+    cfg = yaml.safe_load((REPO / "recipes/tiny/cro.yaml").read_text()) | changes
+    path = tmp_path / "changed.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_unknown_yaml_key_fails(tmp_path):
     with pytest.raises(ValueError, match="reasoner_modle"):
-        parse(path)
+        parse(tiny_recipe_with(tmp_path, reasoner_modle="typo"))
 
 
 @pytest.mark.parametrize(
@@ -92,12 +96,8 @@ def test_bad_combinations(kwargs, message):
 
 
 def test_bad_combination_from_yaml_names_the_fix(tmp_path):
-    cfg = yaml.safe_load((REPO / "recipes/tiny/cro.yaml").read_text())
-    cfg["reasoner_backend"] = "openai"
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ValueError, match="reasoner_url"):
-        parse(path)
+        parse(tiny_recipe_with(tmp_path, reasoner_backend="openai"))
 
 
 def test_run_checks():
