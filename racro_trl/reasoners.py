@@ -312,7 +312,9 @@ class TransformersReasoner:
         import torch
 
         # A seeded call must not reseed the caller's (the trainer's) random stream: fork it.
-        with torch.random.fork_rng(devices=[] if self.device == "cpu" else None, enabled=sampling.seed is not None):
+        with torch.random.fork_rng(
+            devices=[] if self.device == "cpu" else None, enabled=sampling.seed is not None
+        ):
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
             return self._generate(chats, n, sampling)
