@@ -84,11 +84,32 @@ def model_card(
 
 
 class CROTrainer(GRPOTrainer):
-    """GRPOTrainer whose model card describes the CRO run (used by save and ``push_to_hub``)."""
+    """GRPOTrainer with a model card of the CRO run and a resume that really restores the weights."""
 
     def __init__(self, *args, script_args, model_args, recipe_text: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.cro_args = (script_args, model_args, recipe_text)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Resume the policy's weights with the checkpoint's key names converted.
+
+        transformers saves Qwen2.5-VL under the original checkpoint's key names
+        (``model.layers...``), while the loaded model names them ``model.language_model.layers...``:
+        Trainer's non-strict ``load_state_dict`` then matches none of them and the resumed run
+        silently goes on from the initial weights. ``from_pretrained`` converts the names.
+        """
+        model = model if model is not None else self.model
+        has_weights = any(Path(resume_from_checkpoint).glob("model*.safetensors"))
+        if (
+            self.is_deepspeed_enabled
+            or self.is_fsdp_enabled
+            or not has_weights
+            or hasattr(model, "peft_config")
+        ):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        reloaded = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
+        model.load_state_dict(reloaded.state_dict(), strict=True)
+        logger.info("policy weights resumed from %s", resume_from_checkpoint)
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None) -> None:
         if not self.is_world_process_zero():
