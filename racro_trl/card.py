@@ -41,11 +41,11 @@ def model_card(
         if script_args.prompt_format == "qa_cot"
         else "CRO"
     )
+    served = " at a server (`reasoner_url`)" if script_args.reasoner_backend == "openai" else ""
     reasoner = (
-        f"{script_args.reasoner_model or '(served)'} via `{script_args.reasoner_backend}`"
-        + (f" at a server (`reasoner_url`), {script_args.reasoner_num_samples} answer(s) per caption"
-           if script_args.reasoner_backend == "openai" else f", {script_args.reasoner_num_samples} answer(s) per caption")
-    )  # fmt: skip
+        f"{script_args.reasoner_model or '(served)'} via `{script_args.reasoner_backend}`{served}, "
+        f"{script_args.reasoner_num_samples} answer(s) per caption"
+    )
     steps = [h for h in log_history if "reward" in h]
     lines = [
         *meta,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from . import prompts as P
 from .grading import extract_answer
-from .reasoners import Reasoner, Sampling
+from .reasoners import Reasoner, Sampling, spawn_vllm_workers
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +51,10 @@ class VLLMMLLM:
         enforce_eager: bool = False,
         seed: int = 0,
     ):
-        import os
-
         from transformers import AutoProcessor
         from vllm import LLM
 
-        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")  # CUDA may be initialised already
+        spawn_vllm_workers()
         self.processor = AutoProcessor.from_pretrained(model)
         mm_kwargs = {k: v for k, v in {"min_pixels": min_pixels, "max_pixels": max_pixels}.items() if v}
         self.llm = LLM(

@@ -37,6 +37,15 @@ def freeze_vision_tower(model) -> int:
     return frozen
 
 
+def partitioning(model) -> str:
+    """How the policy's parameters lie on this rank: ZeRO-3 partitioned or whole, local / total count."""
+    params = list(model.parameters())
+    partitioned = any(hasattr(p, "ds_id") for p in params)
+    local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
+    total = sum(getattr(p, "ds_numel", p.numel()) for p in params)
+    return f"policy parameters partitioned by ZeRO-3: {partitioned} (this rank holds {local / 1e6:.1f}M of {total / 1e6:.1f}M)"
+
+
 def usable_checkpoint(path: str | Path) -> str | None:
     """Why ``path`` cannot be resumed from, or None when it can."""
     path = Path(path)

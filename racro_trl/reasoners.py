@@ -97,6 +97,14 @@ def outside_zero3():
 # --- Backends -------------------------------------------------------------------------------------
 
 
+def spawn_vllm_workers() -> None:
+    """Have vLLM spawn (not fork) its engine processes: a trainer has CUDA initialised already, and a
+    forked child cannot use it. Call before creating a ``vllm.LLM``."""
+    import os
+
+    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+
+
 class VLLMReasoner:
     """In-process ``vllm.LLM``; the chat template of the reasoner's own tokenizer builds the prompts."""
 
@@ -114,12 +122,9 @@ class VLLMReasoner:
         seed: int | None = 0,
         **engine_kwargs,
     ):
-        import os
-
         from vllm import LLM
 
-        # The training process has CUDA initialised (the policy): a forked engine process could not use it.
-        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        spawn_vllm_workers()
         start = time.perf_counter()
         self.llm = LLM(
             model=model,

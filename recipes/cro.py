@@ -19,7 +19,7 @@ from trl import GRPOConfig, ModelConfig, get_peft_config
 from racro_trl.card import CROTrainer, check_hub_push
 from racro_trl.configs import CROScriptArguments, make_parser, validate_run
 from racro_trl.data import filter_dataset, load_dataset_any, set_image_pixels, to_training_format
-from racro_trl.policy import default_lora_targets, freeze_vision_tower, resume_checkpoint
+from racro_trl.policy import default_lora_targets, freeze_vision_tower, partitioning, resume_checkpoint
 from racro_trl.report import audit_summary, reward_table
 from racro_trl.rewards import CaptionReward, get_reward_funcs
 from racro_trl.tables import CaptionTableCallback
@@ -105,14 +105,7 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
         trainer.add_callback(CaptionTableCallback(caption_reward, script_args.caption_table_steps))
     if script_args.freeze_vision_tower:
         freeze_vision_tower(trainer.model)
-    params = list(trainer.model.parameters())
-    partitioned = any(hasattr(p, "ds_id") for p in params)
-    local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
-    total = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in params)
-    logger.warning(
-        "policy parameters partitioned by ZeRO-3: %s (rank %d holds %.1fM of %.1fM)",
-        partitioned, state.process_index, local / 1e6, total / 1e6,
-    )  # fmt: skip
+    logger.warning("%s (rank %d)", partitioning(trainer.model), state.process_index)
 
     # ---- Train, resuming from the last checkpoint in output_dir -------------------------------------
     checkpoint = resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
@@ -126,7 +119,6 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
     # ---- Save -------------------------------------------------------------------------------------------
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
-        processor.save_pretrained(training_args.output_dir)
         trainer.create_model_card()
         print(f"\nReward per step:\n{reward_table(trainer.state.log_history)}")
         audit_dir = os.path.join(training_args.output_dir, "audit")
