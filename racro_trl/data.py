@@ -91,8 +91,9 @@ def is_verl_format(dataset) -> bool:
     return {"prompt", "images", "reward_model"} <= set(dataset.column_names)
 
 
+# The caption prompt with its question slot as a group (derived, so it cannot drift from prompts.py).
 _VERL_QUESTION = re.compile(
-    r"^Question: (.*)\nPlease describe the image\. DO NOT try to answer the question!$", re.S
+    "^" + re.escape(prompts.CAPTION_USER_PROMPT).replace(re.escape("{question}"), "(.*)") + "$", re.S
 )
 
 
