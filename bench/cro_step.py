@@ -73,16 +73,23 @@ def main() -> None:
         engine = {"max_model_len": 1024, "enforce_eager": True}
         args.prompts, args.caption_tokens, args.reasoner_tokens, args.steps = 4, 8, 8, 2
         image_size = 96
+        generation_kwargs = None
     else:
-        from shapes import policy_dir, reasoner_dir
+        from shapes import policy_dir, printable_token_ids, reasoner_dir
 
         policy = tmp / "qwen2.5-vl-3b"
         if not (policy / "config.json").exists():
             policy_dir(policy)
         reasoner_path = reasoner_dir(tmp / "r1-distill-qwen-7b")
-        # A random policy's captions decode to filler strings that re-tokenize ~13x longer: room for them.
-        engine = {"load_format": "dummy", "max_model_len": 16384, "dtype": "bfloat16"}
+        # Reward prompt: ~250 tokens of template and question + the caption; then the answer.
+        max_len = args.caption_tokens + args.reasoner_tokens + 512
+        engine = {"load_format": "dummy", "max_model_len": max_len, "dtype": "bfloat16"}
         image_size = 448
+        # Captions of letters and punctuation only, and no end token: every caption is exactly
+        # --caption-tokens long and reaches the reasoner as that many tokens (see printable_token_ids).
+        generation_kwargs = {
+            "allowed_token_ids": printable_token_ids(AutoProcessor.from_pretrained(policy).tokenizer)
+        }
 
     import datasets
 
@@ -106,6 +113,7 @@ def main() -> None:
         use_vllm=cuda,
         vllm_mode="colocate",
         vllm_gpu_memory_utilization=args.policy_vllm_memory,
+        generation_kwargs=generation_kwargs,
         logging_steps=1,
         report_to="none",
         save_strategy="no",

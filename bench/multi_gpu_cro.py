@@ -1,21 +1,33 @@
-"""CRO on several GPUs: the reasoner served once on GPU 0, the policy sharded with ZeRO-3 on the rest.
+"""CRO on several GPUs: the reasoner served once with `vllm serve`, the policy sharded with ZeRO-3.
 
-    python bench/multi_gpu_cro.py [--steps 3]          # needs >= 2 GPUs
+    python bench/multi_gpu_cro.py                    # >= 2 GPUs: server on GPU 0, training on GPUs 1..N-1
+    python bench/multi_gpu_cro.py --layout shared    # server on GPU 0 too, training on all N GPUs
 
-1. `vllm serve` of a DeepSeek-R1-Distill-Qwen-7B-shaped reasoner (dummy weights) on GPU 0;
-   its standalone throughput through the `openai` backend (concurrent requests).
-2. `accelerate launch --config_file configs/accelerate/zero3.yaml --num_processes N-1 recipes/cro.py
-   --config recipes/qwen2.5-vl-3b/cro.yaml` on GPUs 1..N-1 (Qwen2.5-VL-3B-shaped random policy,
-   shortened lengths), reward through the server; then the saved 16-bit checkpoint is reloaded.
+1. `vllm serve` of a DeepSeek-R1-Distill-Qwen-7B-shaped reasoner (dummy weights) on GPU 0; its
+   standalone throughput through the `openai` backend, at the concurrency a training step sends
+   (ranks x captions per rank) and at 512 requests.
+2. `accelerate launch --config_file configs/accelerate/zero3.yaml recipes/cro.py --config <recipe>`
+   where the recipe is recipes/qwen2.5-vl-3b/cro.yaml with shortened lengths, a random
+   Qwen2.5-VL-3B-shaped policy, `reasoner_backend: openai` and captions restricted to printable
+   single-byte tokens (bench/shapes.py: a caption of n tokens reaches the reasoner as n tokens).
+   Sampled every 0.5 s meanwhile: each GPU's memory (nvidia-smi) and the server's generated tokens
+   and running requests (its Prometheus /metrics).
+3. Printed: each rank's share of the policy's parameters, the step time split (TRL's step_time,
+   the recipe's time/generation_s and time/reward_s), peak memory per GPU, the server's throughput
+   while it was busy during training vs standalone, and the saved 16-bit checkpoint reloaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,100 +51,217 @@ def wait_healthy(url: str, server: subprocess.Popen, log: Path, seconds: int = 6
     raise SystemExit(f"server not healthy:\n{log.read_text()[-3000:]}")
 
 
+def metric(text: str, name: str) -> float:
+    """Sum of a Prometheus metric's samples (all label sets)."""
+    return sum(float(m) for m in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+class Sampler(threading.Thread):
+    """Every `period` s: memory used per GPU (MiB) and the server's generated tokens / running requests."""
+
+    def __init__(self, url: str, period: float = 0.5):
+        super().__init__(daemon=True)
+        self.url, self.period, self.stop = url, period, threading.Event()
+        self.gpu_peak: dict[int, float] = {}
+        self.server: list[tuple[float, float, float]] = []  # (time, generation tokens total, running)
+
+    def run(self) -> None:
+        import httpx
+
+        while not self.stop.is_set():
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=index,memory.used", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+            ).stdout
+            for line in out.strip().splitlines():
+                index, used = (float(x) for x in line.split(","))
+                self.gpu_peak[int(index)] = max(self.gpu_peak.get(int(index), 0.0), used)
+            try:
+                text = httpx.get(f"{self.url}/metrics", timeout=2).text
+                self.server.append(
+                    (
+                        time.monotonic(),
+                        metric(text, "vllm:generation_tokens_total"),
+                        metric(text, "vllm:num_requests_running"),
+                    )
+                )
+            except httpx.HTTPError:
+                pass
+            time.sleep(self.period)
+
+    def busy_throughput(self) -> tuple[float, float, float, float]:
+        """(tokens generated, seconds with requests running, tokens/s over them, most requests at once)."""
+        tokens = seconds = 0.0
+        for (t0, g0, r0), (t1, g1, r1) in itertools.pairwise(self.server):
+            if r0 > 0 or r1 > 0:
+                tokens, seconds = tokens + g1 - g0, seconds + t1 - t0
+        most = max((r for _, _, r in self.server), default=0.0)
+        return tokens, seconds, tokens / max(seconds, 1e-9), most
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def recipe(args, policy: Path, url: str, out_dir: Path, tmp: Path) -> Path:
+    """recipes/qwen2.5-vl-3b/cro.yaml with the bench's model, server and shortened lengths."""
+    import yaml
+    from shapes import printable_token_ids
+    from transformers import AutoTokenizer
+
+    config = yaml.safe_load((REPO / "recipes/qwen2.5-vl-3b/cro.yaml").read_text())
+    config.update(
+        model_name_or_path=str(policy),
+        dataset_name=str(REPO / "data/sample"),
+        attn_implementation="sdpa",
+        reasoner_backend="openai",
+        reasoner_url=url + "/v1",
+        reasoner_model="reasoner",
+        reasoner_max_tokens=args.reasoner_tokens,
+        max_completion_length=args.caption_tokens,
+        per_device_train_batch_size=args.per_device,
+        gradient_accumulation_steps=1,
+        steps_per_generation=1,
+        max_steps=args.steps,
+        save_strategy="no",  # the final save_model writes the gathered 16-bit weights
+        report_to="none",
+        vllm_gpu_memory_utilization=args.policy_vllm_memory,
+        output_dir=str(out_dir),
+        generation_kwargs={"allowed_token_ids": printable_token_ids(AutoTokenizer.from_pretrained(policy))},
+    )
+    path = tmp / "cro-bench.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layout", choices=["dedicated", "shared"], default="dedicated")
+    parser.add_argument("--accelerate-config", default="configs/accelerate/zero3.yaml")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--port", type=int, default=8011)
+    parser.add_argument("--per-device", type=int, default=8, help="captions per rank per step")
     parser.add_argument("--caption-tokens", type=int, default=256)
     parser.add_argument("--reasoner-tokens", type=int, default=512)
+    parser.add_argument("--server-memory", type=float, help="default 0.85 dedicated, 0.25 shared")
+    parser.add_argument("--policy-vllm-memory", type=float, help="default 0.3 dedicated, 0.15 shared")
     args = parser.parse_args()
+    shared = args.layout == "shared"
+    args.server_memory = args.server_memory or (0.25 if shared else 0.85)
+    args.policy_vllm_memory = args.policy_vllm_memory or (0.15 if shared else 0.3)
 
     import torch
     from shapes import policy_dir, reasoner_dir
 
+    from racro_trl import prompts as P
     from racro_trl.reasoners import OpenAIReasoner, Sampling
 
     gpus = torch.cuda.device_count()
     if gpus < 2:
         raise SystemExit(f"needs >= 2 GPUs, found {gpus}")
+    train_gpus = list(range(gpus)) if shared else list(range(1, gpus))
     tmp = Path(os.environ.get("BENCH_TMP", "/tmp/bench"))
     reasoner = reasoner_dir(tmp / "r1-distill-qwen-7b")
     policy = tmp / "qwen2.5-vl-3b"
     if not (policy / "config.json").exists():
         policy_dir(policy)
     log = tmp / "server.log"
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0"}
     server_cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(reasoner), "--served-model-name",
         "reasoner", "--load-format", "dummy", "--max-model-len", "4096", "--port", str(args.port),
-        "--gpu-memory-utilization", "0.85",
+        "--gpu-memory-utilization", str(args.server_memory),
     ]  # fmt: skip
-    server = subprocess.Popen(server_cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        server_cmd,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "0"},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{args.port}"
+    sampler = Sampler(url)
     try:
         start = time.perf_counter()
         wait_healthy(url, server, log)
-        print(f"vllm serve (GPU 0) healthy in {time.perf_counter() - start:.0f}s", flush=True)
-        client = OpenAIReasoner(url + "/v1", concurrency=256)
+        print(
+            f"vllm serve (GPU 0, {args.server_memory} of its memory) healthy in {time.perf_counter() - start:.0f}s"
+        )
+
+        client = OpenAIReasoner(url + "/v1", concurrency=512)
+        caption = "A red circle is left of two blue squares; a line joins them at an angle. " * 8
         chats = [
-            [{"role": "user", "content": f"Caption {i}: " + "a red circle left of two squares " * 12}]
+            P.reasoner_reward_messages(f"Caption {i}. {caption}"[: args.caption_tokens], "How many squares?")
             for i in range(512)
         ]
-        client.generate(chats[:32], 1, Sampling(max_tokens=16))
-        start = time.perf_counter()
-        client.generate(chats, 1, Sampling(max_tokens=args.reasoner_tokens))
-        seconds = time.perf_counter() - start
-        print(f"server standalone: {client.last_output_tokens} output tokens in {seconds:.1f}s = "
-              f"{client.last_output_tokens / seconds:.0f} tok/s (512 concurrent requests)", flush=True)  # fmt: skip
+        sampling = Sampling(temperature=1.0, top_p=1.0, max_tokens=args.reasoner_tokens)
+        client.generate(chats[:32], 1, Sampling(max_tokens=16))  # warm-up
+        step_requests = args.per_device * len(train_gpus)
+        standalone = {}
+        for n in (step_requests, 512):
+            start = time.perf_counter()
+            client.generate(chats[:n], 1, sampling)
+            seconds = time.perf_counter() - start
+            standalone[n] = client.last_output_tokens / seconds
+            print(f"server standalone, {n} concurrent requests: {client.last_output_tokens} output tokens in "
+                  f"{seconds:.1f}s = {standalone[n]:.0f} tok/s")  # fmt: skip
 
-        train_gpus = ",".join(str(i) for i in range(1, gpus))
-        out_dir = tmp / "multi-gpu-cro"
+        out_dir = tmp / f"multi-gpu-cro-{args.layout}"
+        config = recipe(args, policy, url, out_dir, tmp)
         launch = [
-            sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/zero3.yaml",
-            "--num_processes", str(gpus - 1), "recipes/cro.py", "--config", "recipes/qwen2.5-vl-3b/cro.yaml",
-            "--model_name_or_path", str(policy), "--dataset_name", "data/sample", "--attn_implementation", "sdpa",
-            "--reasoner_backend", "openai", "--reasoner_url", url + "/v1", "--reasoner_model", "reasoner",
-            "--reasoner_max_tokens", str(args.reasoner_tokens), "--max_completion_length", str(args.caption_tokens),
-            "--per_device_train_batch_size", "16", "--gradient_accumulation_steps", "1", "--steps_per_generation", "1",
-            "--max_steps", str(args.steps), "--save_steps", str(args.steps), "--report_to", "none",
-            "--vllm_gpu_memory_utilization", "0.3", "--output_dir", str(out_dir), "--log_completions", "false",
+            sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.accelerate_config,
+            "--num_processes", str(len(train_gpus)), "--main_process_port", str(free_port()),
+            "recipes/cro.py", "--config", str(config),
         ]  # fmt: skip
         env = {
             **os.environ,
-            "CUDA_VISIBLE_DEVICES": train_gpus,
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, train_gpus)),
             "PYTHONPATH": f"{REPO}:{os.environ.get('PYTHONPATH', '')}",
         }
-        start = time.perf_counter()
-        run = subprocess.run(launch, cwd=REPO, env=env, capture_output=True, text=True)
+        train_log = tmp / f"train-{args.layout}.log"
         print(
-            f"accelerate launch ({gpus - 1} process(es), GPUs {train_gpus}) exit {run.returncode} in {time.perf_counter() - start:.0f}s"
+            f"$ CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} {' '.join(launch[2:])}  (log: {train_log})"
         )
-        for line in (run.stdout + run.stderr).splitlines():
-            if (
-                "partitioned by ZeRO-3" in line
-                or "Reward per step" in line
-                or line.strip().startswith(("step ", "1 ", "2 ", "3 "))
-            ):
-                print(line)
+        sampler.start()
+        start = time.perf_counter()
+        with train_log.open("w") as out:
+            run = subprocess.run(launch, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        sampler.stop.set()
+        print(f"accelerate launch: {len(train_gpus)} rank(s) on GPUs {train_gpus}, exit {run.returncode} "
+              f"in {time.perf_counter() - start:.0f}s")  # fmt: skip
+        text = train_log.read_text()
+        for line in text.splitlines():
+            if "partitioned by ZeRO-3" in line:
+                print(line.split(" WARNING ")[-1])
         if run.returncode != 0:
-            print(run.stdout[-3000:], run.stderr[-6000:])
-            return
+            print(text[-8000:])
+            raise SystemExit(run.returncode)
+
         state = json.loads((out_dir / "trainer_state.json").read_text())
+        print(
+            f"{'step':>4} {'step_s':>7} {'generation_s':>12} {'reward_s':>9} {'rest_s':>7} {'caption_len':>11}"
+        )
         for h in state["log_history"]:
             if "loss" in h:
-                keep = (
-                    "step",
-                    "step_time",
-                    "reward",
-                    "caption_reasoner/reasoner_seconds",
-                    "caption_reasoner/reasoner_tokens_per_second",
-                )
-                print("LOG", {k: round(h[k], 3) if isinstance(h[k], float) else h[k] for k in keep if k in h})
+                gen, rew = h.get("time/generation_s", 0.0), h.get("time/reward_s", 0.0)
+                print(f"{h['step']:>4} {h['step_time']:>7.1f} {gen:>12.1f} {rew:>9.1f} "
+                      f"{h['step_time'] - gen - rew:>7.1f} {h['completions/mean_length']:>11.0f}")  # fmt: skip
+        print("peak memory used per GPU (nvidia-smi, GiB):",
+              {i: round(mib / 1024, 1) for i, mib in sorted(sampler.gpu_peak.items())})  # fmt: skip
+        tokens, seconds, rate, most = sampler.busy_throughput()
+        print(f"server during training: {tokens:.0f} output tokens in {seconds:.1f}s with requests running = "
+              f"{rate:.0f} tok/s, at most {most:.0f} requests at once; standalone at {step_requests}: "
+              f"{standalone[step_requests]:.0f} tok/s (ratio {rate / standalone[step_requests]:.2f})")  # fmt: skip
+
         from transformers import AutoModelForImageTextToText
 
         model = AutoModelForImageTextToText.from_pretrained(out_dir, dtype=torch.bfloat16)
-        print(f"saved checkpoint reloads: {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters")
+        print(
+            f"saved 16-bit checkpoint reloads: {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters"
+        )
     finally:
+        sampler.stop.set()
         server.terminate()
         server.wait(timeout=60)
 

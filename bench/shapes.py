@@ -51,6 +51,22 @@ def byte_tokenizer(vocab_size: int):
     return fast
 
 
+def printable_token_ids(tokenizer) -> list[int]:
+    """Ids of the single-byte tokens for letters, digits, space and punctuation.
+
+    A random policy sampling from the whole vocabulary mostly emits ``<fillerN>`` tokens, which decode
+    to strings that re-tokenize about 13x longer. Restricting caption sampling to these ids
+    (``allowed_token_ids``) makes a caption of n tokens an n-byte text, so the reward prompts the
+    reasoner sees are as long as real captions would make them.
+    """
+    import string
+
+    chars = string.ascii_letters + string.digits + " .,;:()-"
+    ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in chars]
+    assert all(len(i) == 1 for i in ids), "not a byte-level tokenizer"
+    return [i[0] for i in ids]
+
+
 def reasoner_dir(path: str | Path) -> Path:
     """config.json + tokenizer of the R1-Distill-Qwen-7B shape (load with load_format='dummy')."""
     path = Path(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 from trl import GRPOTrainer
@@ -84,11 +85,28 @@ def model_card(
 
 
 class CROTrainer(GRPOTrainer):
-    """GRPOTrainer with a model card of the CRO run and a resume that really restores the weights."""
+    """GRPOTrainer with a model card of the CRO run, a resume that really restores the weights, and
+    where a step's time goes: ``time/generation_s`` (caption sampling) and ``time/reward_s`` (the
+    reasoner and grading, with the gather of all ranks' rewards) are logged beside TRL's ``step_time``."""
 
     def __init__(self, *args, script_args, model_args, recipe_text: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.cro_args = (script_args, model_args, recipe_text)
+
+    def _timed(self, name: str, method, *args):
+        start = time.perf_counter()
+        result = method(*args)
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode][f"time/{name}_s"].append(time.perf_counter() - start)
+        return result
+
+    def _generate(self, prompts):
+        return self._timed("generation", super()._generate, prompts)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        return self._timed(
+            "reward", super()._calculate_rewards, inputs, prompts, completions, completion_ids_list
+        )
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         """Resume the policy's weights with the checkpoint's key names converted.

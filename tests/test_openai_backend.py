@@ -1,11 +1,13 @@
 """The openai backend against a real vLLM OpenAI-compatible server (CPU) on 127.0.0.1."""
 
+import json
 import os
 import subprocess
 import time
 
 import httpx
 import pytest
+import torch
 
 from conftest import PYTHON, REPO, free_port
 from racro_trl.reasoners import OpenAIReasoner, ReasonerError, Sampling, build_reasoner
@@ -114,3 +116,44 @@ def test_training_run_with_unreachable_server_names_the_url(tiny_models, sample_
     )
     assert out.returncode != 0
     assert f"reasoner server at {url} unreachable after 2 attempts" in out.stderr
+
+
+@pytest.mark.slow
+def test_two_ranks_share_the_server_and_groups_span_ranks(
+    reasoner_server, tiny_models, sample_data, tmp_path
+):
+    """Two data-parallel ranks (CPU, gloo) send captions to one server; each group of 4 captions is
+    split 2 + 2 across the ranks, so its advantage needs the rewards of both: TRL's logged reward
+    mean and std per step must equal those of the four captions in the two ranks' audit files."""
+    out_dir = tmp_path / "run"
+    command = [
+        PYTHON, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/ddp.yaml",
+        "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(free_port()),
+        "recipes/cro.py", "--config", "recipes/tiny/cro.yaml", "--use_cpu", "true",
+        "--model_name_or_path", str(tiny_models["policy"]), "--dataset_name", str(sample_data),
+        "--reasoner_backend", "openai", "--reasoner_url", reasoner_server, "--reasoner_model", "tiny-reasoner",
+        "--per_device_train_batch_size", "2", "--steps_per_generation", "1", "--max_steps", "3",
+        "--save_strategy", "no", "--output_dir", str(out_dir),
+    ]  # fmt: skip
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+
+    audits = {
+        rank: [json.loads(line) for line in (out_dir / "audit" / f"caption_reasoner-rank{rank}.jsonl").open()]
+        for rank in (0, 1)
+    }
+    logged = [
+        h for h in json.loads((out_dir / "trainer_state.json").read_text())["log_history"] if "loss" in h
+    ]
+    assert len(logged) == 3
+    for h in logged:
+        step = h["step"] - 1  # the reward is computed before the step's optimizer update
+        group = {rank: [r for r in records if r["step"] == step] for rank, records in audits.items()}
+        assert [len(g) for g in group.values()] == [2, 2], "2 captions per rank per step"
+        prompts = {r["reasoner_prompt"].split("### Question:")[-1] for g in group.values() for r in g}
+        assert len(prompts) == 1, "the four captions of one step answer one question, on two ranks"
+        rewards = torch.tensor([r["reward"] for g in group.values() for r in g])
+        assert h["reward"] == pytest.approx(rewards.mean().item(), abs=1e-6)
+        assert h["reward_std"] == pytest.approx(rewards.std().item(), abs=1e-6)
+    assert any(h["reward_std"] > 0 for h in logged), "a group with differing rewards makes the check bite"
+    assert (out_dir / "model.safetensors").exists()

@@ -47,6 +47,7 @@ def test_grpo_steps_log_loss_and_rewards(trained):
         "rewards/caption_reasoner/mean" in h and "caption_reasoner/answer_extracted" in h for h in steps
     )
     assert any(h["reward_std"] > 0 for h in steps), "the tiny reasoner gives some captions credit"
+    assert all(0 < h["time/reward_s"] < h["step_time"] and h["time/generation_s"] > 0 for h in steps)
     assert "Reward per step:" in out.stdout and "caption_reasoner" in out.stdout
 
 
