@@ -149,20 +149,33 @@ def main() -> None:
     trainer._generate = timed(times, "generate", trainer._generate)
     trainer._calculate_rewards = timed(times, "reward", trainer._calculate_rewards)
     trainer._generate_and_score_completions = timed(times, "score", trainer._generate_and_score_completions)
-    memory = []
+    header = (
+        f"{'step':>4} {'total_s':>8} {'policy_gen_s':>12} {'reward_s':>9} {'logps_s':>8} {'bwd+opt_s':>9} "
+        f"{'peak_torch_GiB':>14} {'device_used_GiB':>15}"
+    )
+    rows = []
 
     class StepClock(TrainerCallback):
+        """Prints each step's row as soon as it ends: a run cut short still reports its steps."""
+
         def on_step_begin(self, *a, **k):
             if cuda:
                 torch.cuda.synchronize()
             self.start = time.perf_counter()
 
         def on_step_end(self, *a, **k):
+            torch_peak = used = 0.0
             if cuda:
                 torch.cuda.synchronize()
                 free, total = torch.cuda.mem_get_info()
-                memory.append((torch.cuda.max_memory_allocated() / 2**30, (total - free) / 2**30))
-            times["step"].append(time.perf_counter() - self.start)
+                torch_peak, used = torch.cuda.max_memory_allocated() / 2**30, (total - free) / 2**30
+            step = time.perf_counter() - self.start
+            gen, rew, score = times["generate"][-1], times["reward"][-1], times["score"][-1]
+            rows.append(
+                f"{len(rows) + 1:>4} {step:>8.1f} {gen:>12.1f} {rew:>9.1f} {score - gen - rew:>8.1f} "
+                f"{step - score:>9.1f} {torch_peak:>14.1f} {used:>15.1f}"
+            )
+            print(f"\nSTEP {header}\nSTEP {rows[-1]}", flush=True)
 
     trainer.add_callback(StepClock())
     trainer.train()
@@ -170,15 +183,7 @@ def main() -> None:
     print(f"\nCRO step bench ({args.mode}); device {torch.cuda.get_device_name() if cuda else 'CPU'}; "
           f"{args.prompts} prompts x {args.captions} captions, captions <= {args.caption_tokens} tokens, "
           f"reasoner answers <= {args.reasoner_tokens} tokens; trainable parameters {trainable / 1e6:.1f}M")  # fmt: skip
-    print(
-        f"{'step':>4} {'total_s':>8} {'policy_gen_s':>12} {'reward_s':>9} {'logps_s':>8} {'bwd+opt_s':>9} {'peak_torch_GiB':>14} {'device_used_GiB':>15}"
-    )
-    for i, total in enumerate(times["step"]):
-        gen, rew, score = times["generate"][i], times["reward"][i], times["score"][i]
-        torch_peak, used = memory[i] if memory else (0.0, 0.0)
-        print(
-            f"{i + 1:>4} {total:>8.1f} {gen:>12.1f} {rew:>9.1f} {score - gen - rew:>8.1f} {total - score:>9.1f} {torch_peak:>14.1f} {used:>15.1f}"
-        )
+    print("\n".join([header, *rows]))
     for h in trainer.state.log_history:
         if "loss" in h:
             print(

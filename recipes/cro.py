@@ -6,8 +6,10 @@ Every key of the YAML is a field of CROScriptArguments (racro_trl/configs.py), t
 trl.ModelConfig, and can be overridden on the command line (`--learning_rate 5e-7`).
 """
 
+import faulthandler
 import logging
 import os
+import signal
 import sys
 
 import datasets
@@ -39,6 +41,8 @@ def recipe_text(argv: list[str]) -> str | None:
 
 def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args: ModelConfig):
     # ---- Seed, logging, launch checks --------------------------------------------------------------
+    # A run that seems stuck: `kill -USR1 <pid of a rank>` prints that rank's Python stacks to stderr.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     set_seed(training_args.seed)
     state = PartialState()
     logging.basicConfig(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,3 +61,36 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_logged(command: list[str], log: Path, timeout: int, env: dict | None = None) -> tuple[int, str]:
+    """Run ``command`` from the repository root with its output streamed to ``log``: (exit code, output).
+
+    On timeout, every process under it running ``recipes/cro.py`` first gets SIGUSR1, on which the
+    recipe prints its Python stacks, so the failure shows where a stuck run was.
+    """
+    import psutil
+
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            before = log.read_text()
+            children = psutil.Process(proc.pid).children(recursive=True)
+            for child in children:
+                with contextlib.suppress(psutil.Error):
+                    if any(arg.endswith("recipes/cro.py") for arg in child.cmdline()):
+                        child.send_signal(signal.SIGUSR1)
+            time.sleep(5)
+            for child in children:
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+            proc.kill()
+            proc.wait()
+            stacks = log.read_text()[len(before) :]
+            pytest.fail(
+                f"{' '.join(command[:6])} ... timed out after {timeout} s; its log:\n{before[-4000:]}\n"
+                f"---- its stacks (SIGUSR1) ----\n{stacks[:12000]}"
+            )
+    return proc.returncode, log.read_text()

@@ -2,11 +2,11 @@
 
 import json
 import os
-import subprocess
+from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, REPO
+from conftest import PYTHON, REPO, free_port, run_logged
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -15,14 +15,14 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def launch(accelerate_config, tiny_models, output_dir, *extra):
     command = [
         PYTHON, "-m", "accelerate.commands.launch", "--config_file", accelerate_config, "--num_processes", "1",
-        "recipes/cro.py", "--config", "recipes/tiny/cro.yaml", "--max_steps", "2", "--save_steps", "2",
+        "--main_process_port", str(free_port()), "recipes/cro.py", "--config", "recipes/tiny/cro.yaml", "--max_steps", "2", "--save_steps", "2",
         "--model_name_or_path", str(tiny_models["policy"]), "--reasoner_model", str(tiny_models["reasoner"]),
         "--output_dir", str(output_dir), "--reasoner_gpu_memory_utilization", "0.15", *extra,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
-    return out.stdout + out.stderr
+    code, log = run_logged(command, Path(output_dir).with_suffix(".log"), timeout=600, env=env)
+    assert code == 0, log[-8000:]
+    return log
 
 
 def test_vllm_reasoner_on_gpu(tiny_models):
@@ -44,6 +44,7 @@ def test_vllm_reasoner_on_gpu(tiny_models):
     reasoner.close()
 
 
+@pytest.mark.timeout(1300)
 def test_cro_step_under_zero3_keeps_reasoner_whole(tiny_models, tmp_path):
     log = launch(
         "configs/accelerate/zero3.yaml", tiny_models, tmp_path / "z3", "--reasoner_backend", "transformers"
