@@ -260,9 +260,9 @@ class OpenAIReasoner:
         }
         if seed is not None:
             body["seed"] = seed
-        choices = sorted(
-            self._request("POST", "/chat/completions", json=body)["choices"], key=lambda c: c["index"]
-        )
+        response = self._request("POST", "/chat/completions", json=body)
+        self._tokens.append((response.get("usage") or {}).get("completion_tokens", 0))
+        choices = sorted(response["choices"], key=lambda c: c["index"])
         return [c["message"].get("content") or "" for c in choices]
 
     def generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:

@@ -63,6 +63,7 @@ def test_server_backend_answers_batches(reasoner_server, tmp_path):
     answers = reasoner.generate(chats, 3, Sampling(max_tokens=8, seed=0))
     assert len(answers) == 10 and all(len(a) == 3 for a in answers)
     assert sum("\\boxed{" in text for a in answers for text in a) > 15
+    assert reasoner.last_output_tokens >= 30, "the server's token counts (usage) are summed"
 
     reward = CaptionReward(
         reasoner, num_samples=2, sampling=Sampling(max_tokens=8, seed=0), audit_dir=tmp_path
@@ -155,5 +156,6 @@ def test_two_ranks_share_the_server_and_groups_span_ranks(
         rewards = torch.tensor([r["reward"] for g in group.values() for r in g])
         assert h["reward"] == pytest.approx(rewards.mean().item(), abs=1e-6)
         assert h["reward_std"] == pytest.approx(rewards.std().item(), abs=1e-6)
+        assert h["caption_reasoner/reasoner_tokens_per_second"] > 0
     assert any(h["reward_std"] > 0 for h in logged), "a group with differing rewards makes the check bite"
     assert (out_dir / "model.safetensors").exists()
