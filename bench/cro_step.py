@@ -79,7 +79,9 @@ def main() -> None:
 
         policy = tmp / "qwen2.5-vl-3b"
         if not (policy / "config.json").exists():
-            policy_dir(policy)
+            policy_dir(policy)  # built on the GPU: release it so the peak-memory figures exclude it
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
         reasoner_path = reasoner_dir(tmp / "r1-distill-qwen-7b")
         # Reward prompt: ~250 tokens of template and question + the caption; then the answer.
         max_len = args.caption_tokens + args.reasoner_tokens + 512
