@@ -17,6 +17,8 @@ _COLUMNS = [
     ("loss", "loss"),
     ("grad_norm", "grad_norm"),
     ("step_time", "step_s"),
+    ("time/generation_s", "caption_gen_s"),
+    ("time/reward_s", "reward_s"),
 ]
 
 

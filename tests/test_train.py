@@ -49,6 +49,7 @@ def test_grpo_steps_log_loss_and_rewards(trained):
     assert any(h["reward_std"] > 0 for h in steps), "the tiny reasoner gives some captions credit"
     assert all(0 < h["time/reward_s"] < h["step_time"] and h["time/generation_s"] > 0 for h in steps)
     assert "Reward per step:" in out.stdout and "caption_reasoner" in out.stdout
+    assert "caption_gen_s" in out.stdout and "reward_s" in out.stdout  # where the step time went
 
 
 def test_policy_parameters_changed_and_checkpoint_reloads(trained, tiny_models):
