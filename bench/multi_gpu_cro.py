@@ -254,6 +254,9 @@ def main() -> None:
         print(f"server during training: {tokens:.0f} output tokens in {seconds:.1f}s with requests running = "
               f"{rate:.0f} tok/s, at most {most:.0f} requests at once; standalone at {step_requests}: "
               f"{standalone[step_requests]:.0f} tok/s (ratio {rate / standalone[step_requests]:.2f})")  # fmt: skip
+        if len(train_gpus) > 1:
+            print(f"one rank sends at most {args.per_device} requests at once: {most:.0f} running at once means "
+                  f"{'several ranks were served concurrently' if most > args.per_device else 'no overlap was seen'}")  # fmt: skip
 
         from transformers import AutoModelForImageTextToText
 
