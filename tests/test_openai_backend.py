@@ -9,7 +9,7 @@ import httpx
 import pytest
 import torch
 
-from conftest import PYTHON, REPO, free_port
+from conftest import PYTHON, REPO, free_port, racro
 from racro_trl.reasoners import OpenAIReasoner, ReasonerError, Sampling, build_reasoner
 from racro_trl.rewards import CaptionReward
 
@@ -159,3 +159,22 @@ def test_two_ranks_share_the_server_and_groups_span_ranks(
         assert h["caption_reasoner/reasoner_tokens_per_second"] > 0
     assert any(h["reward_std"] > 0 for h in logged), "a group with differing rewards makes the check bite"
     assert (out_dir / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_racro_eval_with_the_served_reasoner(reasoner_server, tiny_models, tmp_path):
+    """`racro eval --reasoner <URL>`: stage 3 through the server, the rest as with a local reasoner."""
+    from test_evaluation import write_tsv
+
+    out = tmp_path / "out"
+    run = racro(
+        "eval", "--benchmark", "Served", "--data", str(write_tsv(tmp_path / "b.tsv", 3)), "--out", str(out),
+        "--mode", "caption-only", "--mllm", str(tiny_models["policy"]), "--mllm-backend", "transformers",
+        "--reasoner", reasoner_server, "--max-tokens", "12",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = [
+        json.loads(line) for line in (out / "Served_caption-only_results.jsonl").read_text().splitlines()
+    ]
+    assert len(results) == 3 and sum(r["failed"] is not None for r in results) == 1  # the corrupt image
+    assert all(r["output"] for r in results if r["failed"] is None), "the server answered every caption"
