@@ -63,6 +63,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def tiny_launch(
+    accelerate_config: str,
+    tiny_models: dict[str, Path],
+    output_dir: Path,
+    *extra: str,
+    num_processes: int = 1,
+    launcher: tuple[str, ...] = (),
+    reasoner_model: str | None = None,
+) -> list[str]:
+    """`accelerate launch ... recipes/cro.py` on the tiny recipe and models, on a free rendezvous port;
+    ``extra``: recipe overrides, ``launcher``: more `accelerate launch` flags."""
+    return [
+        PYTHON, "-m", "accelerate.commands.launch", "--config_file", accelerate_config,
+        "--num_processes", str(num_processes), "--main_process_port", str(free_port()), *launcher,
+        "recipes/cro.py", "--config", "recipes/tiny/cro.yaml", "--model_name_or_path", str(tiny_models["policy"]),
+        "--reasoner_model", reasoner_model or str(tiny_models["reasoner"]), "--output_dir", str(output_dir), *extra,
+    ]  # fmt: skip
+
+
 def run_logged(command: list[str], log: Path, timeout: int, env: dict | None = None) -> tuple[int, str]:
     """Run ``command`` from the repository root with its output streamed to ``log``: (exit code, output).
 

@@ -6,19 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, REPO, free_port, run_logged
+from conftest import REPO, run_logged, tiny_launch
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def launch(accelerate_config, tiny_models, output_dir, *extra):
-    command = [
-        PYTHON, "-m", "accelerate.commands.launch", "--config_file", accelerate_config, "--num_processes", "1",
-        "--main_process_port", str(free_port()), "recipes/cro.py", "--config", "recipes/tiny/cro.yaml", "--max_steps", "2", "--save_steps", "2",
-        "--model_name_or_path", str(tiny_models["policy"]), "--reasoner_model", str(tiny_models["reasoner"]),
-        "--output_dir", str(output_dir), "--reasoner_gpu_memory_utilization", "0.15", *extra,
-    ]  # fmt: skip
+    command = tiny_launch(
+        accelerate_config, tiny_models, output_dir, "--max_steps", "2", "--save_steps", "2",
+        "--reasoner_gpu_memory_utilization", "0.15", *extra,
+    )  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     code, log = run_logged(command, Path(output_dir).with_suffix(".log"), timeout=600, env=env)
     assert code == 0, log[-8000:]

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import torch
 
-from conftest import PYTHON, REPO, free_port, racro
+from conftest import PYTHON, REPO, free_port, racro, tiny_launch
 from racro_trl.reasoners import OpenAIReasoner, ReasonerError, Sampling, build_reasoner
 from racro_trl.rewards import CaptionReward
 
@@ -127,15 +127,12 @@ def test_two_ranks_share_the_server_and_groups_span_ranks(
     split 2 + 2 across the ranks, so its advantage needs the rewards of both: TRL's logged reward
     mean and std per step must equal those of the four captions in the two ranks' audit files."""
     out_dir = tmp_path / "run"
-    command = [
-        PYTHON, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/ddp.yaml",
-        "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(free_port()),
-        "recipes/cro.py", "--config", "recipes/tiny/cro.yaml", "--use_cpu", "true",
-        "--model_name_or_path", str(tiny_models["policy"]), "--dataset_name", str(sample_data),
-        "--reasoner_backend", "openai", "--reasoner_url", reasoner_server, "--reasoner_model", "tiny-reasoner",
-        "--per_device_train_batch_size", "2", "--steps_per_generation", "1", "--max_steps", "3",
-        "--save_strategy", "no", "--output_dir", str(out_dir),
-    ]  # fmt: skip
+    command = tiny_launch(
+        "configs/accelerate/ddp.yaml", tiny_models, out_dir, "--use_cpu", "true", "--dataset_name", str(sample_data),
+        "--reasoner_backend", "openai", "--reasoner_url", reasoner_server, "--per_device_train_batch_size", "2",
+        "--steps_per_generation", "1", "--max_steps", "3", "--save_strategy", "no",
+        num_processes=2, launcher=("--mixed_precision", "no"), reasoner_model="tiny-reasoner",
+    )  # fmt: skip
     run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
 

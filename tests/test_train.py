@@ -7,19 +7,14 @@ import subprocess
 import pytest
 import torch
 
-from conftest import PYTHON, REPO
+from conftest import REPO, tiny_launch
 
 pytestmark = pytest.mark.slow
 SECRET = "hf_racroTestSecretToken123"
 
 
 def launch(tiny_models, output_dir, *extra):
-    command = [
-        PYTHON, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/single.yaml",
-        "recipes/cro.py", "--config", "recipes/tiny/cro.yaml",
-        "--model_name_or_path", str(tiny_models["policy"]), "--reasoner_model", str(tiny_models["reasoner"]),
-        "--output_dir", str(output_dir), *extra,
-    ]  # fmt: skip
+    command = tiny_launch("configs/accelerate/single.yaml", tiny_models, output_dir, *extra)
     out = subprocess.run(
         command,
         cwd=REPO,

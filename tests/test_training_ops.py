@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import PYTHON, REPO, free_port, racro, run_logged
+from conftest import PYTHON, REPO, racro, run_logged, tiny_launch
 
 pytestmark = pytest.mark.slow
 
@@ -166,13 +166,10 @@ def test_cro_grpo_stage_runs(tiny_models, tmp_path):
 def test_stuck_run_prints_its_stacks(tiny_models, sample_data, tmp_path):
     """SIGUSR1 makes a rank print its Python stacks; the test launcher sends it before killing a run
     that outlives its timeout (here: 200 steps stopped after 45 s)."""
-    command = [
-        PYTHON, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/single.yaml",
-        "--num_processes", "1", "--main_process_port", str(free_port()), "recipes/cro.py",
-        "--config", "recipes/tiny/cro.yaml", "--model_name_or_path", str(tiny_models["policy"]),
-        "--reasoner_model", str(tiny_models["reasoner"]), "--dataset_name", str(sample_data),
-        "--max_steps", "200", "--max_train_samples", "48", "--save_strategy", "no", "--output_dir", str(tmp_path / "run"),
-    ]  # fmt: skip
+    command = tiny_launch(
+        "configs/accelerate/single.yaml", tiny_models, tmp_path / "run", "--dataset_name", str(sample_data),
+        "--max_steps", "200", "--max_train_samples", "48", "--save_strategy", "no",
+    )  # fmt: skip
     with pytest.raises(
         pytest.fail.Exception, match=r"(?s)timed out after 45 s.*most recent call first.*recipes/cro\.py"
     ):

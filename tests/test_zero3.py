@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from conftest import PYTHON, REPO, free_port
+from conftest import PYTHON, REPO, free_port, tiny_launch
 
 pytest.importorskip("deepspeed")
 
@@ -81,13 +81,10 @@ def test_zero3_offload_recipe_trains(tiny_models, sample_data, tmp_path):
     from safetensors.torch import load_file
 
     out_dir = tmp_path / "offload"
-    command = [
-        PYTHON, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/zero3_offload.yaml",
-        "--num_processes", "1", "--main_process_port", str(free_port()), "recipes/cro.py",
-        "--config", "recipes/tiny/cro.yaml", "--model_name_or_path", str(tiny_models["policy"]),
-        "--reasoner_model", str(tiny_models["reasoner"]), "--dataset_name", str(sample_data),
-        "--max_steps", "3", "--save_strategy", "no", "--output_dir", str(out_dir),
-    ]  # fmt: skip
+    command = tiny_launch(
+        "configs/accelerate/zero3_offload.yaml", tiny_models, out_dir, "--dataset_name", str(sample_data),
+        "--max_steps", "3", "--save_strategy", "no",
+    )  # fmt: skip
     run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     assert "policy parameters partitioned by ZeRO-3: True" in run.stdout + run.stderr
