@@ -167,8 +167,7 @@ def main() -> None:
     reasoner = reasoner_dir(tmp / "r1-distill-qwen-7b")
     policy = tmp / "qwen2.5-vl-3b"
     if not (policy / "config.json").exists():
-        policy_dir(policy)  # built on GPU 0: hand its cached memory back before the server starts there
-        torch.cuda.empty_cache()
+        policy_dir(policy)
     log = tmp / "server.log"
     server_cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(reasoner), "--served-model-name",

@@ -107,6 +107,9 @@ def policy_dir(path: str | Path, text=QWEN25_VL_3B_TEXT, vision=QWEN25_VL_3B_VIS
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(path)
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the caller starts vLLM engines / training on this GPU next
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(min_pixels=256 * 28 * 28, max_pixels=512 * 28 * 28),
         tokenizer=tok,
