@@ -99,10 +99,20 @@ def outside_zero3():
 
 def spawn_vllm_workers() -> None:
     """Have vLLM spawn (not fork) its engine processes: a trainer has CUDA initialised already, and a
-    forked child cannot use it. Call before creating a ``vllm.LLM``."""
+    forked child cannot use it. Call before creating a ``vllm.LLM``.
+
+    Inside a distributed launch (``accelerate launch`` / torchrun) on GPU, the engine core runs in
+    this process instead: a spawned engine core there never reported ready (the trainer waited on
+    it forever; seen on an H100 under ZeRO-3). vLLM does the same for TRL's colocated engine
+    (``external_launcher``).
+    """
     import os
 
+    import torch
+
     os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
 class VLLMReasoner:

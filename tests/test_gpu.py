@@ -18,7 +18,7 @@ def launch(accelerate_config, tiny_models, output_dir, *extra):
         "--reasoner_gpu_memory_utilization", "0.15", *extra,
     )  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    code, log = run_logged(command, Path(output_dir).with_suffix(".log"), timeout=600, env=env)
+    code, log = run_logged(command, Path(output_dir).with_suffix(".log"), timeout=300, env=env)
     assert code == 0, log[-8000:]
     return log
 
