@@ -129,6 +129,7 @@ def recipe(args, policy: Path, url: str, out_dir: Path, tmp: Path) -> Path:
         save_strategy="no",  # the final save_model writes the gathered 16-bit weights
         report_to="none",
         vllm_gpu_memory_utilization=args.policy_vllm_memory,
+        vllm_max_model_length=4096,  # the policy's colocated engine: prompt + caption, not the config's 128k
         output_dir=str(out_dir),
         generation_kwargs={"allowed_token_ids": printable_token_ids(AutoTokenizer.from_pretrained(policy))},
     )
