@@ -60,6 +60,7 @@ def main() -> None:
     from trl import GRPOConfig, GRPOTrainer
 
     from racro_trl.data import sample_rows, to_training_format
+    from racro_trl.policy import full_numel
     from racro_trl.reasoners import Sampling, build_reasoner
     from racro_trl.rewards import CaptionReward
 
@@ -178,8 +179,7 @@ def main() -> None:
 
     trainer.add_callback(StepClock())
     trainer.train()
-    # ZeRO-3 leaves each rank a shard (p.numel() is 0 for a partitioned parameter); ds_numel is its full size
-    trainable = sum(getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters() if p.requires_grad)
+    trainable = sum(full_numel(p) for p in trainer.model.parameters() if p.requires_grad)
     print(f"\nCRO step bench ({args.mode}); device {torch.cuda.get_device_name() if cuda else 'CPU'}; "
           f"{args.prompts} prompts x {args.captions} captions, captions <= {args.caption_tokens} tokens, "
           f"reasoner answers <= {args.reasoner_tokens} tokens; trainable parameters {trainable / 1e6:.1f}M")  # fmt: skip

@@ -30,11 +30,16 @@ def freeze_vision_tower(model) -> int:
     for name, param in model.named_parameters():
         if re.search(r"(^|\.)visual\.", name):
             param.requires_grad_(False)
-            frozen += getattr(param, "ds_numel", param.numel())
+            frozen += full_numel(param)
     if not frozen:
         raise ValueError("freeze_vision_tower: the model has no `visual` parameters (not a Qwen2.5-VL?)")
     logger.info("vision tower frozen: %.1fM parameters", frozen / 1e6)
     return frozen
+
+
+def full_numel(param) -> int:
+    """A parameter's element count, whole even when ZeRO-3 left this rank a shard (``numel()`` is 0 then)."""
+    return getattr(param, "ds_numel", param.numel())
 
 
 def partitioning(model) -> str:
@@ -42,7 +47,7 @@ def partitioning(model) -> str:
     params = list(model.parameters())
     partitioned = any(hasattr(p, "ds_id") for p in params)
     local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
-    total = sum(getattr(p, "ds_numel", p.numel()) for p in params)
+    total = sum(full_numel(p) for p in params)
     return f"policy parameters partitioned by ZeRO-3: {partitioned} (this rank holds {local / 1e6:.1f}M of {total / 1e6:.1f}M)"
 
 
