@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 import datasets
 import transformers
@@ -35,7 +36,7 @@ def recipe_text(argv: list[str]) -> str | None:
         return None
     i = argv.index("--config")
     overrides = " ".join(argv[1:i] + argv[i + 2 :])
-    text = open(argv[i + 1]).read()
+    text = Path(argv[i + 1]).read_text()
     return text + (f"\n# command-line overrides: {overrides}\n" if overrides else "")
 
 
