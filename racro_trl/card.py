@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
-
-from trl import GRPOTrainer
 
 from .report import reward_table
 
@@ -82,59 +79,6 @@ def model_card(
         lines += ["", "## Recipe", "", "```yaml", recipe_text.strip(), "```"]
     lines += ["", "## Citation", "", "```bibtex", CITATION, "```", ""]
     return "\n".join(lines)
-
-
-class CROTrainer(GRPOTrainer):
-    """GRPOTrainer with a model card of the CRO run, a resume that really restores the weights, and
-    where a step's time goes: ``time/generation_s`` (caption sampling) and ``time/reward_s`` (the
-    reasoner and grading, with the gather of all ranks' rewards) are logged beside TRL's ``step_time``."""
-
-    def __init__(self, *args, script_args, model_args, recipe_text: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.cro_args = (script_args, model_args, recipe_text)
-
-    def _timed(self, name: str, method, *args):
-        start = time.perf_counter()
-        result = method(*args)
-        mode = "train" if self.model.training else "eval"
-        self._metrics[mode][f"time/{name}_s"].append(time.perf_counter() - start)
-        return result
-
-    def _generate(self, prompts):
-        return self._timed("generation", super()._generate, prompts)
-
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        return self._timed(
-            "reward", super()._calculate_rewards, inputs, prompts, completions, completion_ids_list
-        )
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        """Resume the policy's weights with the checkpoint's key names converted.
-
-        transformers saves Qwen2.5-VL under the original checkpoint's key names
-        (``model.layers...``), while the loaded model names them ``model.language_model.layers...``:
-        Trainer's non-strict ``load_state_dict`` then matches none of them and the resumed run
-        silently goes on from the initial weights. ``from_pretrained`` converts the names.
-        """
-        model = model if model is not None else self.model
-        has_weights = any(Path(resume_from_checkpoint).glob("model*.safetensors"))
-        if (
-            self.is_deepspeed_enabled
-            or self.is_fsdp_enabled
-            or not has_weights
-            or hasattr(model, "peft_config")
-        ):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        reloaded = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
-        model.load_state_dict(reloaded.state_dict(), strict=True)
-        logger.info("policy weights resumed from %s", resume_from_checkpoint)
-
-    def create_model_card(self, model_name=None, dataset_name=None, tags=None) -> None:
-        if not self.is_world_process_zero():
-            return
-        script_args, model_args, recipe_text = self.cro_args
-        card = model_card(script_args, self.args, model_args, self.state.log_history, recipe_text)
-        Path(self.args.output_dir, "README.md").write_text(card)
 
 
 def check_hub_push(training_args) -> None:

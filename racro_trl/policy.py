@@ -1,4 +1,4 @@
-"""What of the policy trains, and from where training resumes."""
+"""How the policy loads, what of it trains, and from where training resumes."""
 
 from __future__ import annotations
 
@@ -12,6 +12,20 @@ logger = logging.getLogger(__name__)
 # LoRA on the language model's projections only (the vision tower's blocks use other names, but its
 # MLP also has gate/up/down_proj: the prefix keeps it out).
 LANGUAGE_MODEL_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+def attention_implementation(name: str | None) -> str | None:
+    """``name``, or ``sdpa`` when it is ``flash_attention_2`` and flash-attn is not installed (it is an
+    optional extra that compiles from source), said in the log."""
+    from transformers.utils import is_flash_attn_2_available
+
+    if name == "flash_attention_2" and not is_flash_attn_2_available():
+        logger.warning(
+            "attn_implementation flash_attention_2 asked for, but flash-attn is not installed (or no CUDA): "
+            "using sdpa. `pip install -e '.[flash-attn]' --no-build-isolation` builds it (see README)"
+        )
+        return "sdpa"
+    return name
 
 
 def default_lora_targets(model_args) -> None:

@@ -2,7 +2,7 @@
 
 One step for what the original two scripts did (``virl39k_pre.py``, ``virl39k.py``): drop the
 text-only DeepScaleR rows, resolve image paths against the parquet's folder, place ``<image>`` tags,
-bound the image area, build the caption prompt, and write an HF dataset (``save_to_disk`` plus
+resize images onto the Qwen patch grid inside the pixel bounds, build the caption prompt, and write an HF dataset (``save_to_disk`` plus
 parquet shards). Rows are streamed through ``Dataset.from_generator`` in shards, so memory stays
 flat; every row that is dropped is counted with its reason, none silently.
 """
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import prompts
+from .handoff import aligned_size
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class PrepareOptions:
     keep_sources: tuple[str, ...] = ()
     min_pixels: int = 512 * 512
     max_pixels: int = 2048 * 2048
+    grid: int = 28  # Qwen2.5-VL: 14-pixel patches merged 2 x 2
     skip_bad: bool = False
     num_proc: int = 1
     shard_rows: int = 512
@@ -76,7 +78,7 @@ class PrepareSummary:
         lines += [f"{c:<28}{n:>16}" for c, n in sorted(self.by_category_out.items())]
         rate = self.rows_in / self.seconds if self.seconds else float("nan")
         lines.append(
-            f"images resized into the pixel bounds: {self.resized}; {self.seconds:.1f}s, {rate:.0f} rows/s"
+            f"images resized onto the patch grid inside the pixel bounds: {self.resized}; {self.seconds:.1f}s, {rate:.0f} rows/s"
         )
         return "\n".join(lines)
 
@@ -99,32 +101,16 @@ def find_release(src: str | Path) -> Path:
     return parquet
 
 
-def bound_pixels(width: int, height: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """(width, height) scaled, aspect kept, so that the area lies in [min_pixels, max_pixels].
-
-    >>> bound_pixels(4000, 3000, 512 * 512, 2048 * 2048)
-    (2364, 1773)
-    >>> bound_pixels(100, 50, 512 * 512, 2048 * 2048)
-    (725, 363)
-    """
-    area = width * height
-    if min_pixels <= area <= max_pixels:
-        return width, height
-    scale = math.sqrt((max_pixels if area > max_pixels else min_pixels) / area)
-    w, h = max(1, int(width * scale)), max(1, int(height * scale))
-    if area < min_pixels:  # rounding down must not leave it under the bound
-        w, h = math.ceil(width * scale), math.ceil(height * scale)
-    return w, h
-
-
 def _load_image(path: Path, options: PrepareOptions) -> tuple[dict, bool]:
-    """The image as ``{"bytes", "path"}`` within the pixel bounds; raises OSError if unreadable."""
+    """The image as ``{"bytes", "path"}`` on the Qwen patch grid, inside the pixel bounds (the size every
+    Qwen2.5-VL processor with these bounds keeps as it is); raises OSError if unreadable, ValueError if
+    its aspect ratio is beyond what Qwen's resize takes."""
     from PIL import Image
 
     data = path.read_bytes()
     with Image.open(io.BytesIO(data)) as image:
         image.load()  # decodes fully: a truncated file fails here, not during training
-        size = bound_pixels(*image.size, options.min_pixels, options.max_pixels)
+        size = aligned_size(*image.size, options.grid, options.min_pixels, options.max_pixels)
         if size == image.size:
             return {"bytes": data, "path": path.name}, False
         out = io.BytesIO()
@@ -150,6 +136,8 @@ def _rows(shards: list[dict], options: PrepareOptions, log_dir: str):
                         image, was_resized = _load_image(path, options)
                     except OSError as error:
                         raise _Skip("unreadable image", f"{path}: {error}") from error
+                    except ValueError as error:  # qwen_vl_utils.smart_resize: aspect ratio over 200
+                        raise _Skip("extreme aspect ratio", f"{path}: {error}") from error
                     images.append(image)
                     resized += was_resized
             except _Skip as skip:

@@ -19,13 +19,20 @@ from accelerate import PartialState
 from transformers import AutoProcessor, set_seed
 from trl import GRPOConfig, ModelConfig, get_peft_config
 
-from racro_trl.card import CROTrainer, check_hub_push
+from racro_trl.card import check_hub_push
 from racro_trl.configs import CROScriptArguments, make_parser, validate_run
 from racro_trl.data import filter_dataset, load_dataset_any, set_image_pixels, to_training_format
-from racro_trl.policy import default_lora_targets, freeze_vision_tower, partitioning, resume_checkpoint
+from racro_trl.policy import (
+    attention_implementation,
+    default_lora_targets,
+    freeze_vision_tower,
+    partitioning,
+    resume_checkpoint,
+)
 from racro_trl.report import audit_summary, reward_table
 from racro_trl.rewards import CaptionReward, get_reward_funcs
 from racro_trl.tables import CaptionTableCallback
+from racro_trl.trainer import CROTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +90,7 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
     training_args.model_init_kwargs = {
         "revision": model_args.model_revision,
         "trust_remote_code": training_args.trust_remote_code,
-        "attn_implementation": model_args.attn_implementation,
+        "attn_implementation": attention_implementation(model_args.attn_implementation),
         "dtype": model_args.dtype,
         **(training_args.model_init_kwargs or {}),
     }

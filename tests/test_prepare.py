@@ -91,9 +91,16 @@ def test_prepare_through_the_cli(tmp_path):
     assert [b["type"] for b in multi["prompt"][1]["content"]] == ["text", "image", "text", "image", "text"]
     assert by_qid["q1"]["question"] == "<image>What is the value of x?"
     assert by_qid["q3"]["question"].startswith("<image>How many")  # the tag is prefixed when missing
+    # Every image is on the patch grid inside the bounds: a Qwen2.5-VL processor with these bounds
+    # keeps it as it is (its patch grid is the image cut in 14-pixel squares), whatever its source size.
+    from transformers import Qwen2VLImageProcessor
+
+    processor = Qwen2VLImageProcessor(min_pixels=MIN_PX, max_pixels=MAX_PX, patch_size=14, merge_size=2)
     for row in ds:
         for image in row["images"]:
-            assert MIN_PX <= image.width * image.height <= MAX_PX * 1.01
+            assert MIN_PX <= image.width * image.height <= MAX_PX
+            grid = processor(images=[image], return_tensors="pt")["image_grid_thw"][0].tolist()
+            assert grid == [1, image.height // 14, image.width // 14], (image.size, grid)
     assert by_qid["q4"]["images"][0].width * by_qid["q4"]["images"][0].height >= MIN_PX
 
 

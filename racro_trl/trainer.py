@@ -1,0 +1,161 @@
+"""``CROTrainer``: TRL's ``GRPOTrainer`` as CRO runs it.
+
+What it adds: the model card of the run, a resume that really restores the weights, where a step's
+time goes, and the one seam where racro-trl works around TRL bugs (below, with the upstream issues
+it can be deleted for).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from trl import GRPOTrainer
+
+from .card import model_card
+from .handoff import (
+    align_image,
+    checkpoint_keeps,
+    one_placeholder_per_image,
+    pixel_bounds,
+    prompt_mismatch,
+    vision_token_ids,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class CROTrainer(GRPOTrainer):
+    """GRPOTrainer with a model card of the CRO run, a resume that really restores the weights, the
+    sampled prompt held equal to the trained prompt, and where a step's time goes:
+    ``time/generation_s`` (caption sampling) and ``time/reward_s`` (the reasoner and grading, with the
+    gather of all ranks' rewards) are logged beside TRL's ``step_time``."""
+
+    def __init__(self, *args, script_args, model_args, recipe_text: str | None = None, **kwargs):
+        vision_tokens = vision_token_ids(kwargs["processing_class"])
+        suppress_vision_tokens(kwargs["args"], vision_tokens)  # before TRL builds its sampler
+        super().__init__(*args, **kwargs)
+        self.cro_args = (script_args, model_args, recipe_text)
+        self.pixel_bounds = pixel_bounds(self.processing_class.image_processor)
+        if self.use_vllm:
+            self._check_vllm_keeps_aligned_images()
+            self.vllm_generation.generate = self._sample_the_trained_prompt(self.vllm_generation.generate)
+
+    # ---- The seam: TRL 1.16 workarounds ---------------------------------------------------------------
+    # (1) huggingface/trl#6294 (fix PR #6718, unreleased): in colocate mode TRL hands vLLM the
+    #     processor-EXPANDED prompt ids plus the raw images, and vLLM expands the first placeholder of
+    #     each image again, so captions are sampled from another prompt than the one trained on.
+    #     `_sample_the_trained_prompt` sends one placeholder per image and checks, every call, that the
+    #     prompt vLLM reports is the trainer's. Delete it when TRL sends unexpanded ids itself.
+    # (2) huggingface/trl#6401: TRL builds its vLLM engine (and `trl vllm-serve` its processor) from the
+    #     checkpoint's processor config, not from the trainer's processor, so with the recipe's pixel
+    #     bounds the two cut different patch grids. `_generate_and_score_completions` resizes every image
+    #     onto the trainer's grid first, which both processors then keep as it is.
+    # (3) TRL's transformers sampler suppresses only `<|image_pad|>` and its vLLM sampler nothing: a
+    #     sampled vision token breaks the training forward ("Image features and image tokens do not
+    #     match"). `suppress_vision_tokens` bans all of them on every backend.
+
+    def _generate_and_score_completions(self, inputs):
+        factor, low, high = self.pixel_bounds
+        inputs = [
+            {**x, "images": [align_image(image, factor, low, high) for image in x["images"]]}
+            if x.get("images")
+            else x
+            for x in inputs
+        ]
+        return super()._generate_and_score_completions(inputs)
+
+    def _check_vllm_keeps_aligned_images(self) -> None:
+        """vLLM resizes with the checkpoint's bounds: they must keep every image the trainer aligned."""
+        from transformers import AutoImageProcessor
+
+        name = self.model.name_or_path
+        checkpoint = pixel_bounds(
+            AutoImageProcessor.from_pretrained(name, trust_remote_code=self.args.trust_remote_code)
+        )
+        if not checkpoint_keeps(self.pixel_bounds, checkpoint):
+            raise ValueError(
+                f"image pixel bounds {self.pixel_bounds[1:]} (image_min_pixels, image_max_pixels) are not inside "
+                f"{checkpoint[1:]}, the bounds of {name}'s processor config, with which vLLM resizes images: "
+                "captions would be sampled from another patch grid than the one trained on. Keep the recipe's "
+                "bounds inside the checkpoint's, or save the checkpoint's processor with the recipe's bounds"
+            )
+
+    def _sample_the_trained_prompt(self, generate):
+        """``VLLMGeneration.generate`` sending one placeholder per image, and checking in colocate mode
+        that vLLM sampled from exactly the trainer's prompt ids. Server mode places the server's image
+        features on the trainer's own runs of image tokens (TRL's ``_place_features``): no change there."""
+        image_token_id = self.processing_class.image_token_id
+        colocate = self.vllm_mode == "colocate"
+
+        def sample(prompts, images, num_generations, profiler=None):
+            sent = one_placeholder_per_image(prompts, image_token_id) if colocate and images else prompts
+            out = generate(prompts=sent, images=images, num_generations=num_generations, profiler=profiler)
+            problem = prompt_mismatch(prompts, out[0], image_token_id) if colocate else None
+            if problem:
+                raise RuntimeError(
+                    f"vLLM sampled from another prompt than the one trained on ({problem}); most often the two "
+                    "processors resized an image differently: check image_min_pixels/image_max_pixels against the "
+                    "checkpoint's processor config"
+                )
+            return out
+
+        return sample
+
+    # ---- Timing, resume, model card ------------------------------------------------------------------
+
+    def _timed(self, name: str, method, *args):
+        start = time.perf_counter()
+        result = method(*args)
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode][f"time/{name}_s"].append(time.perf_counter() - start)
+        return result
+
+    def _generate(self, prompts):
+        return self._timed("generation", super()._generate, prompts)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        return self._timed(
+            "reward", super()._calculate_rewards, inputs, prompts, completions, completion_ids_list
+        )
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Resume the policy's weights with the checkpoint's key names converted.
+
+        transformers saves Qwen2.5-VL under the original checkpoint's key names
+        (``model.layers...``), while the loaded model names them ``model.language_model.layers...``:
+        Trainer's non-strict ``load_state_dict`` then matches none of them and the resumed run
+        silently goes on from the initial weights. ``from_pretrained`` converts the names.
+        """
+        model = model if model is not None else self.model
+        has_weights = any(Path(resume_from_checkpoint).glob("model*.safetensors"))
+        if (
+            self.is_deepspeed_enabled
+            or self.is_fsdp_enabled
+            or not has_weights
+            or hasattr(model, "peft_config")
+        ):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        reloaded = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
+        model.load_state_dict(reloaded.state_dict(), strict=True)
+        logger.info("policy weights resumed from %s", resume_from_checkpoint)
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None) -> None:
+        if not self.is_world_process_zero():
+            return
+        script_args, model_args, recipe_text = self.cro_args
+        card = model_card(script_args, self.args, model_args, self.state.log_history, recipe_text)
+        Path(self.args.output_dir, "README.md").write_text(card)
+
+
+def suppress_vision_tokens(args, tokens: dict[str, int]) -> None:
+    """Ban ``tokens`` from the policy's samples through ``args.generation_kwargs``, which TRL hands to
+    its sampler: vLLM's ``bad_words`` (colocate and server; plain strings survive the server's JSON),
+    transformers' ``suppress_tokens``. A user's own entries are kept."""
+    kwargs = dict(args.generation_kwargs or {})
+    if args.use_vllm:
+        kwargs["bad_words"] = sorted(set(kwargs.get("bad_words") or []) | set(tokens))
+    else:
+        kwargs["suppress_tokens"] = sorted(set(kwargs.get("suppress_tokens") or []) | set(tokens.values()))
+    args.generation_kwargs = kwargs
