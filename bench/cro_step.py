@@ -4,6 +4,11 @@
     accelerate launch --config_file configs/accelerate/zero3_offload.yaml --num_processes 1 \
         bench/cro_step.py --mode full                                      # full fine-tune, ZeRO-3 + CPU offload
     python bench/cro_step.py --tiny                                        # CPU smoke run of the script
+    python bench/cro_step.py --mode lora --trainer trl                     # TRL's GRPOTrainer as it is
+
+`--trainer cro` (default) runs racro-trl's CROTrainer, `trl` TRL's plain GRPOTrainer: without the
+handoff seam (trl#6294), colocated vLLM samples from a prompt with every image expanded twice. TRL's
+`sampling/sampling_logp_difference/*` and `sampling/importance_sampling_ratio/*` show it (LOG lines).
 
 Qwen2.5-VL-3B-shape policy (random bf16 weights) sampling captions with TRL's colocated vLLM, and a
 DeepSeek-R1-Distill-Qwen-7B-shape reasoner (vLLM, dummy weights) in the same process scoring them:
@@ -52,6 +57,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--policy-vllm-memory", type=float, default=0.2)
     parser.add_argument("--reasoner-memory", type=float, default=0.3)
+    parser.add_argument("--trainer", choices=["cro", "trl"], default="cro")
     args = parser.parse_args()
 
     import torch
@@ -137,13 +143,24 @@ def main() -> None:
             target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
             task_type="CAUSAL_LM",
         )
-    trainer = GRPOTrainer(
+    extra = {}
+    if args.trainer == "cro":
+        from trl import ModelConfig
+
+        from racro_trl.configs import CROScriptArguments
+        from racro_trl.trainer import CROTrainer as Trainer
+
+        extra = {"script_args": CROScriptArguments(reward_funcs=[]), "model_args": ModelConfig()}
+    else:
+        Trainer = GRPOTrainer
+    trainer = Trainer(
         model=str(policy),
         reward_funcs=[reward],
         args=config,
         train_dataset=dataset,
         processing_class=processor,
         peft_config=peft_config,
+        **extra,
     )
     times: dict[str, list[float]] = defaultdict(list)
     trainer._generate = timed(times, "generate", trainer._generate)
@@ -180,7 +197,7 @@ def main() -> None:
     trainer.add_callback(StepClock())
     trainer.train()
     trainable = sum(full_numel(p) for p in trainer.model.parameters() if p.requires_grad)
-    print(f"\nCRO step bench ({args.mode}); device {torch.cuda.get_device_name() if cuda else 'CPU'}; "
+    print(f"\nCRO step bench ({args.mode}, {args.trainer} trainer); device {torch.cuda.get_device_name() if cuda else 'CPU'}; "
           f"{args.prompts} prompts x {args.captions} captions, captions <= {args.caption_tokens} tokens, "
           f"reasoner answers <= {args.reasoner_tokens} tokens; trainable parameters {trainable / 1e6:.1f}M")  # fmt: skip
     print("\n".join([header, *rows]))
@@ -191,6 +208,7 @@ def main() -> None:
                 {
                     k: h[k]
                     for k in ("step", "loss", "grad_norm", "reward", "completions/mean_length")
+                    + tuple(k for k in h if k.startswith("sampling/"))
                     if k in h
                 },
             )

@@ -38,6 +38,11 @@ class CROScriptArguments(trl.ScriptArguments):
             "help": "Largest image area fed to the policy (the original: 2048*2048 = 4194304); None: the processor's."
         },
     )
+    image_ablation: str | None = field(
+        default=None,
+        metadata={"help": "Control run: 'constant' gives the policy one grey image in place of every image, so its "
+                  "captions cannot depend on the image and the reward should stay at chance."},
+    )  # fmt: skip
     dataset_num_proc: int | None = field(
         default=None, metadata={"help": "Processes for dataset preprocessing."}
     )
@@ -147,6 +152,8 @@ class CROScriptArguments(trl.ScriptArguments):
             raise ValueError(
                 f"prompt_format must be one of {sorted(PROMPT_FORMATS)}, got {self.prompt_format!r}"
             )
+        if self.image_ablation not in (None, "constant"):
+            raise ValueError(f"image_ablation must be 'constant' or unset, got {self.image_ablation!r}")
         for name in self.reward_funcs:
             resolve_reward_name(name)
         if self.prompt_format == "qa_cot" and "caption_reasoner" in self.reward_funcs:

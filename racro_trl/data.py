@@ -159,6 +159,20 @@ def filter_dataset(
     return dataset
 
 
+def constant_images(dataset, num_proc: int | None = None):
+    """The control of a run: every image replaced by the same grey image (rows keep their image count),
+    so nothing the policy sees differs between rows but the question."""
+    from PIL import Image
+
+    grey = Image.new("RGB", (224, 224), (128, 128, 128))
+    return dataset.map(
+        lambda images: {"images": [grey] * len(images)},
+        input_columns=["images"],
+        num_proc=num_proc,
+        desc="replacing the images with a constant image",
+    )
+
+
 def _check_rows(dataset) -> None:
     """Fail on a row without image or answer, naming it: a silent skip would bias the run."""
     columns = [c for c in ("images", "answer", "qid") if c in dataset.column_names]
@@ -252,9 +266,12 @@ def sample_rows(n: int = 48, seed: int = 0, size: int = 96) -> list[dict]:
     return rows
 
 
-def build_sample_dataset(out: str | Path, n: int = 48, seed: int = 0) -> Path:
-    """Write the synthetic sample as ``out/train.parquet`` (images embedded as PNG bytes)."""
+def build_sample_dataset(out: str | Path, n: int = 48, seed: int = 0, task: str = "mixed") -> Path:
+    """Write a synthetic set as ``out/train.parquet`` (images embedded as PNG bytes): ``mixed`` (counting,
+    colour and shape questions) or ``colour`` (the learnable task of :mod:`racro_trl.colour_task`)."""
     import datasets
+
+    from .colour_task import colour_rows
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -268,7 +285,9 @@ def build_sample_dataset(out: str | Path, n: int = 48, seed: int = 0) -> Path:
             "qid": datasets.Value("string"),
         }
     )
-    rows = sample_rows(n, seed)
+    if task not in ("mixed", "colour"):
+        raise ValueError(f"task must be 'mixed' or 'colour', got {task!r}")
+    rows = sample_rows(n, seed) if task == "mixed" else colour_rows(n, seed)
     ds = datasets.Dataset.from_list(rows, features=features)
     ds.to_parquet(str(out / "train.parquet"))
     # One image as a file, for `racro infer --image data/sample/example.png --question ...`.

@@ -1,7 +1,9 @@
-"""``make demo``: tiny models, the shipped sample data, a few CRO steps with a real vLLM reasoner.
+"""``make demo``: CRO learning a task on two CPU cores, with a real vLLM reasoner.
 
-Runs the same command a user runs on GPUs (``accelerate launch recipes/cro.py --config ...``) on
-tiny random models, then checks the saved checkpoint reloads and prints what happened.
+Builds the tiny models (``racro make-tiny``), runs the command a user runs on GPUs
+(``accelerate launch recipes/cro.py --config recipes/tiny/cro_colour.yaml``) on the colour task of
+:mod:`racro_trl.colour_task`, reloads the saved captioner with ``from_pretrained``, and prints the
+reward per step, the first-versus-last summary and where the reward curve (PNG) is.
 """
 
 from __future__ import annotations
@@ -15,41 +17,36 @@ import time
 from pathlib import Path
 
 
-def _max_param_change(before: str | Path, after: str | Path) -> float:
-    """Largest absolute parameter difference between two saved policies (reloaded from disk)."""
-    from transformers import AutoModelForImageTextToText
-
-    a = AutoModelForImageTextToText.from_pretrained(before).state_dict()
-    b = AutoModelForImageTextToText.from_pretrained(after).state_dict()
-    return max(
-        (a[k].float() - b[k].float()).abs().max().item() for k in a if k in b and a[k].is_floating_point()
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny-dir", default="tiny-models")
-    parser.add_argument("--recipe", default="recipes/tiny/cro.yaml")
+    parser.add_argument(
+        "--tiny-dir", default="tiny-models", help="where the tiny models are (built if missing)"
+    )
+    parser.add_argument("--recipe", default="recipes/tiny/cro_colour.yaml")
     parser.add_argument("--accelerate-config", default="configs/accelerate/single.yaml")
+    parser.add_argument("--data", default="data/colour", help="the colour task (written if missing)")
     parser.add_argument(
         "--output-dir", default="outputs/demo-cro", help="wiped at the start of every demo run"
     )
     args = parser.parse_args(argv)
 
+    from transformers import AutoModelForImageTextToText
+
+    from .colour_task import CHANCE
     from .data import build_sample_dataset
-    from .report import audit_summary, load_log_history, reward_table
+    from .report import audit_summary, first_last_rewards, load_log_history, reward_curve, reward_table
     from .tiny import build_tiny_models
 
     start = time.perf_counter()
     paths = build_tiny_models(args.tiny_dir)
-    if not Path("data/sample/train.parquet").exists():
-        build_sample_dataset("data/sample")
+    if not Path(args.data, "train.parquet").exists():
+        build_sample_dataset(args.data, n=64, task="colour")
     shutil.rmtree(args.output_dir, ignore_errors=True)
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.accelerate_config,
-        "recipes/cro.py", "--config", args.recipe,
-        "--model_name_or_path", str(paths["policy"]), "--reasoner_model", str(paths["reasoner"]),
+        "recipes/cro.py", "--config", args.recipe, "--dataset_name", args.data,
+        "--model_name_or_path", str(paths["captioner"]), "--reasoner_model", str(paths["reader"]),
         "--output_dir", args.output_dir,
     ]  # fmt: skip
     print("$", " ".join(command[2:]), flush=True)
@@ -58,17 +55,25 @@ def main(argv: list[str] | None = None) -> int:
     train_seconds = time.perf_counter() - train_start
 
     history = load_log_history(args.output_dir)
-    checkpoints = sorted(Path(args.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    change = _max_param_change(paths["policy"], checkpoints[-1])
+    AutoModelForImageTextToText.from_pretrained(args.output_dir)  # the saved captioner reloads
+    first, last = first_last_rewards(history)
+    curve = reward_curve(
+        history, Path(args.output_dir) / "reward_curve.png", CHANCE, "CRO on the colour task (tiny, CPU)"
+    )
     print("\n================ racro-trl demo ================")
     print(reward_table(history))
     print(audit_summary(Path(args.output_dir) / "audit"))
     print(
-        f"checkpoint {checkpoints[-1]} reloads with from_pretrained; largest policy parameter change {change:.3g}"
+        f"mean reward: first 5 steps {first:.2f} -> last 5 steps {last:.2f} (chance {CHANCE:.2f}): "
+        f"the captions learned to name the colour the reasoner needs"
+        if last - first >= 0.4
+        else f"mean reward: first 5 steps {first:.2f} -> last 5 steps {last:.2f} (chance {CHANCE:.2f}): no clear rise"
     )
-    print(f"final model: {args.output_dir}")
+    print(f"reward curve: {curve}")
+    print(f"final captioner (reloads with from_pretrained): {args.output_dir}")
     print(
-        f"time: {train_seconds:.0f}s for accelerate launch (incl. vLLM reasoner start), {time.perf_counter() - start:.0f}s total"
+        f"time: {train_seconds:.0f}s for accelerate launch (incl. vLLM reasoner start), "
+        f"{time.perf_counter() - start:.0f}s total"
     )
     return 0
 

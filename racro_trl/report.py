@@ -66,3 +66,44 @@ def audit_summary(audit_dir: str | Path) -> str:
         f"{missing} without a \\boxed{{}} answer (scored 0), mean reward {mean:.3f}\n"
         f"audit records: {files_text}"
     )
+
+
+def first_last_rewards(log_history: list[dict], window: int = 5) -> tuple[float, float]:
+    """Mean logged reward of the first and of the last ``window`` steps.
+
+    >>> first_last_rewards([{"reward": r} for r in (0.25, 0.25, 0.75, 1.0)], window=2)
+    (0.25, 0.875)
+    """
+    rewards = [h["reward"] for h in log_history if "reward" in h]
+    if len(rewards) < window:
+        raise ValueError(f"{len(rewards)} logged rewards, fewer than the window of {window}")
+    return sum(rewards[:window]) / window, sum(rewards[-window:]) / window
+
+
+def reward_curve(
+    log_history: list[dict], path: str | Path, chance: float | None = None, title: str = ""
+) -> Path:
+    """A PNG of the mean reward per step with its spread (reward_std), and the chance level if given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [h for h in log_history if "reward" in h]
+    steps = [h["step"] for h in rows]
+    mean = [h["reward"] for h in rows]
+    std = [h.get("reward_std", 0.0) for h in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.fill_between(
+        steps, [m - s for m, s in zip(mean, std, strict=True)], [m + s for m, s in zip(mean, std, strict=True)],
+        alpha=0.2, label="± std over captions",
+    )  # fmt: skip
+    ax.plot(steps, mean, marker=".", label="mean reward")
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", label=f"chance ({chance:.2f})")
+    ax.set(xlabel="step", ylabel="caption reward", ylim=(-0.05, 1.05), title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -46,6 +46,9 @@ _CORPUS_PHRASES = [
     "Question: How many red circles are there? Please describe the image. DO NOT try to answer the question!",
     "The detailed caption of the provided image: a blue square, two green triangles and a yellow circle.",
     "Please think step by step. The final answer MUST BE put in \\boxed{}. The answer is 3.",
+    # The colour task (racro_trl/colour_task.py): its words are whole tokens, as in a real vocabulary.
+    "What colour is the shape? The shape is red. The shape is green. The shape is blue. The shape is yellow.",
+    *["\\boxed{red} \\boxed{green} \\boxed{blue} \\boxed{yellow} \\boxed{none}"] * 3,
 ]
 
 
@@ -187,15 +190,30 @@ def build_policy(out: str | Path, tokenizer=None, seed: int = 0) -> Path:
     return out
 
 
-def build_tiny_models(out_dir: str | Path, seed: int = 0, force: bool = False) -> dict[str, Path]:
-    """Build ``out_dir/policy`` and ``out_dir/reasoner`` (skipped when already there unless ``force``)."""
+def build_tiny_models(
+    out_dir: str | Path, seed: int = 0, force: bool = False, colour_task: bool = True
+) -> dict[str, Path]:
+    """Build ``out_dir/policy`` and ``out_dir/reasoner`` (random), and with ``colour_task`` the
+    ``reader`` reasoner and warm-started ``captioner`` of :mod:`racro_trl.colour_task` (about two
+    minutes on 2 cores); what is already there is kept unless ``force``."""
+    from .colour_task import build_captioner, build_reader
+
     out_dir = Path(out_dir)
     paths = {"policy": out_dir / "policy", "reasoner": out_dir / "reasoner"}
-    if not force and all((p / "config.json").exists() for p in paths.values()):
+    if colour_task:
+        paths |= {"reader": out_dir / "reader", "captioner": out_dir / "captioner"}
+    todo = {role for role, p in paths.items() if force or not (p / "config.json").exists()}
+    if not todo:
         logger.info("tiny models already in %s", out_dir)
         return paths
-    tokenizer = build_tokenizer(seed=seed)
-    build_policy(paths["policy"], tokenizer, seed)
-    build_reasoner(paths["reasoner"], tokenizer, seed)
+    if todo & {"policy", "reasoner"} or force:
+        tokenizer = build_tokenizer(seed=seed)
+        build_policy(paths["policy"], tokenizer, seed)
+        build_reasoner(paths["reasoner"], tokenizer, seed)
+        todo |= set(paths) - {"policy", "reasoner"}  # built on the new tokenizer
+    if "reader" in todo:
+        build_reader(paths["reader"], paths["reasoner"], seed)
+    if "captioner" in todo:
+        build_captioner(paths["captioner"], paths["policy"], seed)
     logger.info("tiny models written to %s", out_dir)
     return paths

@@ -21,7 +21,13 @@ from trl import GRPOConfig, ModelConfig, get_peft_config
 
 from racro_trl.card import check_hub_push
 from racro_trl.configs import CROScriptArguments, make_parser, validate_run
-from racro_trl.data import filter_dataset, load_dataset_any, set_image_pixels, to_training_format
+from racro_trl.data import (
+    constant_images,
+    filter_dataset,
+    load_dataset_any,
+    set_image_pixels,
+    to_training_format,
+)
 from racro_trl.policy import (
     attention_implementation,
     default_lora_targets,
@@ -79,6 +85,8 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
     )
     if script_args.max_train_samples is not None:
         dataset = dataset.select(range(min(script_args.max_train_samples, len(dataset))))
+    if script_args.image_ablation == "constant":
+        dataset = constant_images(dataset, script_args.dataset_num_proc)
 
     # ---- Processor and model (GRPOTrainer loads the model itself, under zero.Init with ZeRO-3) -------
     processor = AutoProcessor.from_pretrained(

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -24,7 +25,66 @@ PYTHON = sys.executable
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     from racro_trl.tiny import build_tiny_models
 
-    return build_tiny_models(tmp_path_factory.mktemp("tiny"))
+    return build_tiny_models(tmp_path_factory.mktemp("tiny"), colour_task=False)
+
+
+@pytest.fixture(scope="session")
+def colour_models(tiny_models) -> dict[str, Path]:
+    """The colour task's reader reasoner and warm-started captioner, beside the tiny models (~2 min)."""
+    from racro_trl.tiny import build_tiny_models
+
+    return build_tiny_models(tiny_models["policy"].parent)
+
+
+@pytest.fixture(scope="session")
+def colour_data() -> Path:
+    path = REPO / "data" / "colour"
+    assert (path / "train.parquet").exists(), (
+        "the shipped colour task is missing (racro make-sample-data --task colour)"
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def reader_server(colour_models, tmp_path_factory):
+    """A real vLLM OpenAI-compatible server (CPU) of the reader, served as ``tiny-reader`` on 127.0.0.1
+    (vllm-cpu's own `vllm` script cannot start; the module can). Yields its ``/v1`` URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    command = [
+        PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(colour_models["reader"]),
+        "--served-model-name", "tiny-reader", "--host", "127.0.0.1", "--port", str(port),
+        "--max-model-len", "1024", "--enforce-eager", "--dtype", "float32",
+    ]  # fmt: skip
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"reader server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"reader server not healthy after 300 s:\n{log.read_text()[-3000:]}")
+            time.sleep(2)
+        yield url + "/v1"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +139,21 @@ def tiny_launch(
         "--num_processes", str(num_processes), "--main_process_port", str(free_port()), *launcher,
         "recipes/cro.py", "--config", "recipes/tiny/cro.yaml", "--model_name_or_path", str(tiny_models["policy"]),
         "--reasoner_model", reasoner_model or str(tiny_models["reasoner"]), "--output_dir", str(output_dir), *extra,
+    ]  # fmt: skip
+
+
+def colour_launch(
+    colour_models: dict[str, Path], colour_data: Path, output_dir: Path, *extra: str, num_processes: int = 1
+) -> list[str]:
+    """`accelerate launch recipes/cro.py --config recipes/tiny/cro_colour.yaml` (make demo's run) on the
+    colour models; 2 processes use the DDP config."""
+    config = "configs/accelerate/ddp.yaml" if num_processes > 1 else "configs/accelerate/single.yaml"
+    return [
+        PYTHON, "-m", "accelerate.commands.launch", "--config_file", config, "--num_processes", str(num_processes),
+        "--main_process_port", str(free_port()), *(("--mixed_precision", "no") if num_processes > 1 else ()),
+        "recipes/cro.py", "--config", "recipes/tiny/cro_colour.yaml", "--dataset_name", str(colour_data),
+        "--model_name_or_path", str(colour_models["captioner"]), "--reasoner_model", str(colour_models["reader"]),
+        "--output_dir", str(output_dir), *extra,
     ]  # fmt: skip
 
 

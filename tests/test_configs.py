@@ -29,6 +29,11 @@ def test_every_recipe_parses(recipe):
     assert (
         training_args.per_device_train_batch_size * training_args.steps_per_generation
     ) % training_args.num_generations == 0
+    if training_args.use_vllm:  # else vLLM takes the config's 128k context and may find no KV-cache room
+        assert training_args.vllm_max_model_length, "a recipe sampling with vLLM sets vllm_max_model_length"
+    if "wandb" in (training_args.report_to or []):
+        pyproject = (REPO / "pyproject.toml").read_text()
+        assert '"wandb' in pyproject.split("gpu = [")[1].split("]")[0], "wandb comes with the gpu extra"
 
 
 def test_gpu_recipe_maps_reference_hyperparameters():
