@@ -1,7 +1,7 @@
 """Real architectures with dummy weights, for speed and memory figures (no hub: configs written here).
 
 ``reasoner_dir``: DeepSeek-R1-Distill-Qwen-7B's Qwen2 shape; ``policy_dir``: Qwen2.5-VL-3B-Instruct's
-shape. Both get a byte-level tokenizer padded to the real vocabulary size (one token per byte of
+shape (or -7B's, with the ``QWEN25_VL_7B_*`` configs). Both get a byte-level tokenizer padded to the real vocabulary size (one token per byte of
 text, so a prompt's token count is its length in bytes) and a Qwen chat template.
 """
 
@@ -29,6 +29,12 @@ QWEN25_VL_3B_VISION = {
     "fullatt_block_indexes": [7, 15, 23, 31], "window_size": 112, "patch_size": 14, "spatial_merge_size": 2,
     "temporal_patch_size": 2, "in_chans": 3, "hidden_act": "silu",
 }  # fmt: skip
+QWEN25_VL_7B_TEXT = {
+    "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+    "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 128000, "rms_norm_eps": 1e-6,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
+}  # fmt: skip
+QWEN25_VL_7B_VISION = {**QWEN25_VL_3B_VISION, "out_hidden_size": 3584}
 
 
 def byte_tokenizer(vocab_size: int):

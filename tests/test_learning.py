@@ -11,9 +11,8 @@ import json
 import os
 
 import pytest
-from test_train import assert_learned, logged_steps
 
-from conftest import colour_launch, run_logged
+from conftest import assert_learned, colour_launch, logged_steps, run_logged
 from racro_trl.colour_task import CHANCE
 from racro_trl.report import first_last_rewards
 

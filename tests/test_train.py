@@ -6,31 +6,15 @@ last 5 logged steps >= 0.8, and >= 0.4 above the first 5 (chance is 1/4). Measur
 BENCHMARKS.md.
 """
 
-import json
 import os
 
 import pytest
 import torch
 
-from conftest import colour_launch, run_logged
-from racro_trl.colour_task import CHANCE
-from racro_trl.report import first_last_rewards
+from conftest import CAPTIONS, STEPS, assert_learned, audit, colour_launch, logged_steps, run_logged
 
 pytestmark = pytest.mark.slow
 SECRET = "hf_racroTestSecretToken123"
-STEPS, CAPTIONS = 40, 32
-
-
-def logged_steps(output_dir) -> list[dict]:
-    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
-    return [h for h in history if "reward" in h]
-
-
-def assert_learned(steps: list[dict]) -> None:
-    first, last = first_last_rewards(steps)
-    rewards = [round(h["reward"], 3) for h in steps]
-    assert len(steps) == STEPS, rewards
-    assert last >= 0.8 and last - first >= 0.4 and last > CHANCE + 0.4, (first, last, rewards)
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +25,6 @@ def trained(colour_models, colour_data, tmp_path_factory):
     code, log = run_logged(command, output_dir.with_suffix(".log"), timeout=600, env=env)
     assert code == 0, log[-6000:]
     return output_dir, log
-
-
-def audit(output_dir) -> list[dict]:
-    return [json.loads(line) for f in sorted((output_dir / "audit").glob("*.jsonl")) for line in f.open()]
 
 
 def test_cro_learns_the_colour_task(trained):
