@@ -58,6 +58,12 @@ def main() -> None:
     parser.add_argument("--policy-vllm-memory", type=float, default=0.2)
     parser.add_argument("--reasoner-memory", type=float, default=0.3)
     parser.add_argument("--trainer", choices=["cro", "trl"], default="cro")
+    parser.add_argument(
+        "--full-vocab",
+        action="store_true",
+        help="sample captions from the whole vocabulary (not printable tokens only): with a restricted "
+        "vocabulary vLLM's log-probs are renormalised over it and TRL's logp gap measures that, not the prompt",
+    )
     args = parser.parse_args()
 
     import torch
@@ -89,13 +95,18 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()  # the peak-memory figures exclude building it
         reasoner_path = reasoner_dir(tmp / "r1-distill-qwen-7b")
         # Reward prompt: ~250 tokens of template and question + the caption; then the answer.
-        max_len = args.caption_tokens + args.reasoner_tokens + 512
+        # A filler token of the full vocabulary decodes to ~13 reasoner tokens (printable_token_ids).
+        max_len = args.caption_tokens * (16 if args.full_vocab else 1) + args.reasoner_tokens + 512
         engine = {"load_format": "dummy", "max_model_len": max_len, "dtype": "bfloat16"}
         image_size = 448
     processor = AutoProcessor.from_pretrained(policy)
     # Dummy shapes: captions of letters and punctuation only, and no end token, so every caption is
     # exactly --caption-tokens long and reaches the reasoner as that many tokens (printable_token_ids).
-    generation_kwargs = None if args.tiny else {"allowed_token_ids": printable_token_ids(processor.tokenizer)}
+    generation_kwargs = (
+        None
+        if args.tiny or args.full_vocab
+        else {"allowed_token_ids": printable_token_ids(processor.tokenizer)}
+    )
 
     import datasets
 

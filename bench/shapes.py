@@ -117,7 +117,8 @@ def policy_dir(path: str | Path, text=QWEN25_VL_3B_TEXT, vision=QWEN25_VL_3B_VIS
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the caller starts vLLM engines / training on this GPU next
     processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(min_pixels=256 * 28 * 28, max_pixels=512 * 28 * 28),
+        # The bounds of Qwen/Qwen2.5-VL-*-Instruct's preprocessor_config.json, with which vLLM resizes.
+        image_processor=Qwen2VLImageProcessor(min_pixels=3136, max_pixels=12845056),
         tokenizer=tok,
         video_processor=Qwen2VLVideoProcessor(),
         chat_template=CHAT_TEMPLATE,

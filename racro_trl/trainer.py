@@ -41,6 +41,9 @@ class CROTrainer(GRPOTrainer):
         if self.use_vllm:
             self._check_vllm_keeps_aligned_images()
             self.vllm_generation.generate = self._sample_the_trained_prompt(self.vllm_generation.generate)
+            self.vllm_generation.sync_weights = self._forget_stale_image_features(
+                self.vllm_generation.sync_weights
+            )
 
     # ---- The seam: TRL 1.16 workarounds ---------------------------------------------------------------
     # (1) huggingface/trl#6294 (fix PR #6718, unreleased): in colocate mode TRL hands vLLM the
@@ -55,6 +58,10 @@ class CROTrainer(GRPOTrainer):
     # (3) TRL's transformers sampler suppresses only `<|image_pad|>` and its vLLM sampler nothing: a
     #     sampled vision token breaks the training forward ("Image features and image tokens do not
     #     match"). `suppress_vision_tokens` bans all of them on every backend.
+    # (4) huggingface/trl#7198 (fix PR #7200, unreleased): after pushing new weights TRL resets vLLM's
+    #     prefix cache but not its encoder cache, so an image seen before is sampled from with vision
+    #     features of older weights (measured on an H100: TRL's logp gap 0.001 -> 0.15 by step 12 of
+    #     the colour task). `_forget_stale_image_features` resets it after every weight push.
 
     def _generate_and_score_completions(self, inputs):
         factor, low, high = self.pixel_bounds
@@ -102,6 +109,26 @@ class CROTrainer(GRPOTrainer):
             return out
 
         return sample
+
+    def _forget_stale_image_features(self, sync_weights):
+        """``VLLMGeneration.sync_weights`` followed by a reset of vLLM's encoder cache (trl#7198)."""
+        generation = self.vllm_generation
+
+        def sync():
+            sync_weights()
+            if self.vllm_mode == "colocate":
+                generation.llm.llm_engine.reset_encoder_cache()
+            elif self.accelerator.is_main_process:
+                client = generation.vllm_client
+                response = client.session.post(f"{client.base_url}/reset_encoder_cache")
+                if response.status_code != 200:
+                    raise RuntimeError(
+                        f"the policy's vLLM server at {client.base_url} did not reset its encoder cache "
+                        f"({response.status_code}: {response.text[:200]}); start it with `trl vllm-serve` "
+                        "(its dev endpoints are on)"
+                    )
+
+        return sync
 
     # ---- Timing, resume, model card ------------------------------------------------------------------
 
