@@ -136,6 +136,10 @@ class VLLMReasoner:
 
         spawn_vllm_workers()
         start = time.perf_counter()
+        # vLLM 0.26 refuses seed=None (its ModelConfig wants an int): the shipped GPU recipes, which set
+        # no reasoner_seed, crashed at their first reward on an H100. Unseeded means vLLM's default.
+        if seed is not None:
+            engine_kwargs["seed"] = seed
         self.llm = LLM(
             model=model,
             tensor_parallel_size=tensor_parallel_size,
@@ -143,7 +147,6 @@ class VLLMReasoner:
             max_model_len=max_model_len,
             dtype=dtype,
             enforce_eager=enforce_eager,
-            seed=seed,
             **engine_kwargs,
         )
         self.tokenizer = self.llm.get_tokenizer()

@@ -23,9 +23,9 @@ def test_server_backend_answers_batches(reader_server, tmp_path):
     assert sum("\\boxed{" in text for a in answers for text in a) > 15
     assert reasoner.last_output_tokens >= 30, "the server's token counts (usage) are summed"
 
-    # Rewards follow their captions: the reader boxes the colour a caption names (greedy here).
+    # Rewards follow their captions: the reader boxes the colour a caption names (greedy, one answer each).
     reward = CaptionReward(
-        reasoner, num_samples=2, sampling=Sampling(temperature=0.0, max_tokens=8, seed=0), audit_dir=tmp_path
+        reasoner, num_samples=1, sampling=Sampling(temperature=0.0, max_tokens=8, seed=0), audit_dir=tmp_path
     )
     named = ["red", "blue", "green", "yellow", "red", "green", "blue", "yellow"]
     gold = ["red", "green", "green", "yellow", "blue", "green", "red", "yellow"]
