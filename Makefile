@@ -32,7 +32,7 @@ tiny: install
 	$(BIN)/racro make-tiny --out $(TINY)
 
 demo: install
-	$(BIN)/python -m racro_trl.demo --tiny-dir $(TINY) --accelerate-config $(ACCEL) --recipe recipes/tiny/cro.yaml
+	$(BIN)/python -m racro_trl.demo --tiny-dir $(TINY) --accelerate-config $(ACCEL) --recipe recipes/tiny/cro_colour.yaml
 
 test: install
 	$(BIN)/python -m pytest -ra --timeout=900
