@@ -11,6 +11,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from .benchmarks import PAPER_BENCHMARKS
+
 
 def _make_tiny(args) -> None:
     from .tiny import build_tiny_models
@@ -48,53 +50,53 @@ def _prepare_data(args) -> None:
         print(f"pushed to the Hub: {args.push_to_hub}")
 
 
-def _stage_models(args):
-    """The MLLM and reasoner of ``infer`` / ``eval`` from the shared flags."""
-    from .pipeline import JOINT_SAMPLING, MLLM_SAMPLING, RacroPipeline, build_mllm
-    from .reasoners import build_reasoner
+def _mllm(args):
+    from .pipeline import build_mllm
 
-    mllm_kwargs = {
-        "max_images": args.max_images,
-        "min_pixels": args.min_pixels,
-        "max_pixels": args.max_pixels,
-    }
+    kwargs = {"max_images": args.max_images, "min_pixels": args.min_pixels, "max_pixels": args.max_pixels}
     if args.mllm_backend == "vllm":
-        mllm_kwargs |= {
+        kwargs |= {
             "gpu_memory_utilization": args.mllm_gpu_memory_utilization,
             "tensor_parallel_size": args.mllm_tensor_parallel_size,
             "max_model_len": args.max_model_len,
             "enforce_eager": args.enforce_eager,
         }
-    is_url = args.reasoner.startswith(("http://", "https://"))
-    backend = args.reasoner_backend or ("openai" if is_url else "vllm")
-    if is_url:
-        reasoner = build_reasoner(
-            "openai", args.reasoner_model, args.reasoner, max_retries=args.reasoner_max_retries
-        )
-    elif backend == "vllm":
-        reasoner = build_reasoner(
+    return build_mllm(args.mllm_backend, args.mllm, **kwargs)
+
+
+def _reasoner(args, reasoner: str):
+    """A reasoner checkpoint (in-process, ``--reasoner-backend``) or an OpenAI-compatible URL."""
+    from .reasoners import build_reasoner
+
+    if reasoner.startswith(("http://", "https://")):
+        return build_reasoner("openai", args.reasoner_model, reasoner, max_retries=args.reasoner_max_retries)
+    if (args.reasoner_backend or "vllm") == "vllm":
+        return build_reasoner(
             "vllm",
-            args.reasoner,
+            reasoner,
             gpu_memory_utilization=args.reasoner_gpu_memory_utilization,
             tensor_parallel_size=args.reasoner_tensor_parallel_size,
             max_model_len=args.max_model_len,
             enforce_eager=args.enforce_eager,
         )
-    else:
-        reasoner = build_reasoner(backend, args.reasoner)
-    mllm = build_mllm(args.mllm_backend, args.mllm, **mllm_kwargs)
-    mllm_sampling = replace(MLLM_SAMPLING, max_tokens=args.max_tokens)
-    joint_sampling = replace(JOINT_SAMPLING, max_tokens=args.max_tokens)
-    return RacroPipeline(mllm, reasoner, mllm_sampling, joint_sampling)
+    return build_reasoner(args.reasoner_backend, reasoner)
+
+
+def _samplings(args):
+    from .pipeline import JOINT_SAMPLING, MLLM_SAMPLING
+
+    return replace(MLLM_SAMPLING, max_tokens=args.max_tokens), replace(
+        JOINT_SAMPLING, max_tokens=args.max_tokens
+    )
 
 
 def _infer(args) -> None:
     from PIL import Image
 
-    from .pipeline import Item
+    from .pipeline import Item, RacroPipeline
 
     images = [Image.open(path).convert("RGB") for path in args.image]
-    pipeline = _stage_models(args)
+    pipeline = RacroPipeline(_mllm(args), _reasoner(args, args.reasoner), *_samplings(args))
     result = pipeline.answer([Item(images, args.question)])[0]
     print(f"=== caption ===\n{result['caption']}\n")
     print(f"=== tentative answer (MLLM) ===\n{result['tentative']}\n")
@@ -103,30 +105,56 @@ def _infer(args) -> None:
 
 
 def _eval(args) -> None:
-    from .evaluation import evaluate, load_benchmark
+    from .benchmarks import benchmark_file
+    from .evaluation import BenchmarkError, evaluate_many, load_benchmark
 
-    load_benchmark(args.data)  # a bad file fails before any model loads
-    pipeline = _stage_models(args)
-    summary = evaluate(
-        pipeline,
-        args.benchmark,
-        args.data,
-        args.out,
-        mode=args.mode,
-        mllm_name=args.mllm,
-        reasoner_name=f"{args.reasoner}|{args.reasoner_model}",
-        limit=args.limit,
-        batch_size=args.batch_size,
-    )
-    print((Path(args.out) / f"{args.benchmark}_{args.mode}_summary.md").read_text())
-    print(f"computed this run: {summary['computed']}; results in {args.out}")
+    if bool(args.benchmark) == bool(args.benchmarks):
+        raise BenchmarkError("give --benchmark NAME --data FILE, or --benchmarks A,B,... --data-dir DIR")
+    if args.benchmark:
+        if not args.data:
+            raise BenchmarkError("--benchmark needs --data FILE (or use --benchmarks with --data-dir)")
+        benchmarks = [(args.benchmark, Path(args.data))]
+    else:
+        if not args.data_dir:
+            raise BenchmarkError("--benchmarks needs --data-dir DIR (missing TSVs are downloaded into it)")
+        names = [name.strip() for name in args.benchmarks.split(",") if name.strip()]
+        benchmarks = [(name, benchmark_file(name, args.data_dir)) for name in names]
+    for _, path in benchmarks:
+        load_benchmark(path)  # a bad file fails before any model loads
+    reasoners = [
+        (f"{r}|{args.reasoner_model}" if args.reasoner_model else r, lambda r=r: _reasoner(args, r))
+        for r in args.reasoner
+    ]
+    mllm_sampling, joint_sampling = _samplings(args)
+    summaries = evaluate_many(
+        _mllm(args), reasoners, benchmarks, args.out, mllm_sampling=mllm_sampling,
+        joint_sampling=joint_sampling, mode=args.mode, mllm_name=args.mllm, limit=args.limit,
+        batch_size=args.batch_size, flat=bool(args.benchmark) and len(reasoners) == 1,
+    )  # fmt: skip
+    print((Path(args.out) / "results_table.md").read_text())
+    for s in summaries:
+        print(f"{s['benchmark']} ({s['mode']}, {s['reasoner']}): {s['accuracy']:.2f}% of {s['samples']}, "
+              f"{s['failed']} failed; computed this run {s['computed']}")  # fmt: skip
+    print(f"results in {args.out} (results_table.md/.csv/.png)")
 
 
-def _add_model_flags(p: argparse.ArgumentParser) -> None:
+def _table(args) -> None:
+    from .results import collect_summaries, write_table
+
+    md = write_table(collect_summaries(args.folders), args.out)
+    print(md.read_text())
+    print(f"also {md.with_suffix('.csv')} and {md.with_suffix('.png')}")
+
+
+def _add_model_flags(p: argparse.ArgumentParser, several_reasoners: bool = False) -> None:
     p.add_argument("--mllm", required=True, help="the captioner: checkpoint path or Hub id (Qwen2.5-VL)")
     p.add_argument("--mllm-backend", choices=["vllm", "transformers"], default="vllm")
     p.add_argument(
-        "--reasoner", required=True, help="reasoner checkpoint path / Hub id, or an OpenAI-compatible URL"
+        "--reasoner",
+        required=True,
+        action="append" if several_reasoners else "store",
+        help="reasoner checkpoint path / Hub id, or an OpenAI-compatible URL"
+        + ("; repeat it to compare reasoners on the same captions" if several_reasoners else ""),
     )
     p.add_argument(
         "--reasoner-backend", choices=["vllm", "transformers"], help="for a checkpoint (default: vllm)"
@@ -259,16 +287,41 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         help="score a VLMEvalKit-format benchmark TSV through the three stages (cached, resumable)",
         description="Each stage is cached in --out: an interrupted run resumes, and a new reasoner re-runs "
-        "stage 3 only. Scoring is rule-based (boxed answer, choice letter, math-verify), not a GPT judge.",
+        "stage 3 only. With several benchmarks and reasoners (--benchmarks, --reasoner repeated) stages 1-2 "
+        "run once per benchmark and stage 3 once per reasoner; results_table.md/.csv/.png hold the paper's "
+        "layout. Scoring is rule-based (boxed answer, choice letter, math-verify), not a GPT judge.",
     )
-    p.add_argument("--benchmark", required=True, help="a name for the reports, e.g. MathVista_MINI")
-    p.add_argument("--data", required=True, help="the benchmark TSV (VLMEvalKit format, base64 images)")
-    p.add_argument("--out", required=True, help="output folder (stage caches, results, summary, chart)")
+    p.add_argument(
+        "--benchmark", help="one benchmark: a name for the reports, e.g. MathVista_MINI (with --data)"
+    )
+    p.add_argument("--data", help="with --benchmark: the TSV (VLMEvalKit format, base64 images)")
+    p.add_argument(
+        "--benchmarks",
+        help="several, comma-separated, e.g. " + ",".join(PAPER_BENCHMARKS) + " (the paper's table; with "
+        "--data-dir)",
+    )
+    p.add_argument(
+        "--data-dir",
+        help="folder of <benchmark>.tsv files; a missing one is downloaded from VLMEvalKit's URL",
+    )
+    p.add_argument(
+        "--out", required=True, help="output folder: one folder per benchmark (caches, results), the table"
+    )
     p.add_argument("--mode", choices=["full", "caption-only", "mllm-only"], default="full")
     p.add_argument("--limit", type=int, help="only the first N rows")
     p.add_argument("--batch-size", type=int, default=64, help="rows per stage batch (and per cache flush)")
-    _add_model_flags(p)
+    _add_model_flags(p, several_reasoners=True)
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser(
+        "table",
+        help="merge finished `racro eval` output folders into one table (e.g. base model vs CRO checkpoint)",
+        description="Rows: (captioner, reasoner, mode); columns: the benchmarks, then the average. Writes "
+        "results_table.md, .csv and a grouped bar chart .png into --out.",
+    )
+    p.add_argument("folders", nargs="+", help="racro eval --out folders")
+    p.add_argument("--out", default=".", help="where the merged table goes (default: %(default)s)")
+    p.set_defaults(func=_table)
 
     p = sub.add_parser(
         "export",
@@ -297,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    for chatty in ("httpx", "httpcore", "openai"):  # one line per request otherwise
+        logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as error:

@@ -17,6 +17,7 @@ import logging
 import re
 import string
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from .grading import choice_letter, extract_answer, is_equivalent
@@ -147,8 +148,10 @@ def _run_stage(name: str, cache: StageCache, pending: list[str], run, batch_size
     from .reasoners import ReasonerError
 
     todo = [i for i in pending if i not in cache.outputs and i not in failed]
-    for start in tqdm(range(0, len(todo), batch_size), desc=f"stage {name}", disable=not todo):
+    bar = tqdm(total=len(todo), desc=f"stage {name}", unit="sample", disable=not todo)
+    for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
+        bar.update(len(batch))
         try:
             cache.add(batch, run(batch))
         except ReasonerError:
@@ -162,6 +165,7 @@ def _run_stage(name: str, cache: StageCache, pending: list[str], run, batch_size
                     raise
                 except Exception as item_error:
                     failed[index] = f"stage {name}: {type(item_error).__name__}: {item_error}"
+    bar.close()
     return len(todo)
 
 
@@ -176,11 +180,13 @@ def evaluate(
     reasoner_name: str = "reasoner",
     limit: int | None = None,
     batch_size: int = 64,
+    report_name: str | None = None,
 ) -> dict:
     """Run (or resume) a benchmark and write results; returns the summary.
 
-    Writes in ``out``: ``stage1_*.jsonl``, ``stage2_*.jsonl``, ``stage3_*.jsonl`` (caches),
-    ``{benchmark}_{mode}_results.jsonl`` (per sample), ``..._summary.csv``, ``..._summary.md``, ``..._accuracy.png``.
+    Writes in ``out``: ``stage1_*.jsonl``, ``stage2_*.jsonl``, ``stage3_*.jsonl`` (caches), and under
+    ``report_name`` (default ``{benchmark}_{mode}``): ``_results.jsonl`` (per sample),
+    ``_summary.json`` (what ``racro table`` reads), ``_summary.csv``, ``_summary.md``, ``_accuracy.png``.
     """
     if mode not in MODES:
         raise BenchmarkError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -248,8 +254,13 @@ def evaluate(
             }
         )
     summary = summarize(results, benchmark, mode)
-    summary["computed"] = computed
-    write_reports(results, summary, out / f"{benchmark}_{mode}")
+    summary |= {
+        "mllm": mllm_name,
+        "reasoner": reasoner_name if mode != "mllm-only" else "-",
+        "scoring": "rule",
+        "computed": computed,
+    }
+    write_reports(results, summary, out / (report_name or f"{benchmark}_{mode}"))
     return summary
 
 
@@ -273,8 +284,9 @@ def summarize(results: list[dict], benchmark: str, mode: str) -> dict:
 
 
 def write_reports(results: list[dict], summary: dict, stem: Path) -> None:
-    """Per-sample JSONL, summary CSV + markdown table, and a bar chart PNG."""
+    """Per-sample JSONL, summary JSON, CSV + markdown table, and a bar chart PNG."""
     stem.with_name(stem.name + "_results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+    stem.with_name(stem.name + "_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     rows = [("Overall", summary["samples"], summary["accuracy"])]
     rows += [(c, v["samples"], v["accuracy"]) for c, v in summary["categories"].items()]
     with stem.with_name(stem.name + "_summary.csv").open("w", newline="") as f:
@@ -297,20 +309,77 @@ def write_reports(results: list[dict], summary: dict, stem: Path) -> None:
 
 
 def bar_chart(rows: list[tuple[str, int, float]], path: Path, title: str) -> None:
-    """A horizontal bar chart of accuracies (PIL only; no plotting dependency)."""
-    from PIL import Image, ImageDraw
+    """A horizontal bar chart of accuracies, overall first."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.35 * len(rows)), dpi=110)
+    names = [f"{name[:34]} (n={n})" for name, n, _ in rows][::-1]
+    values = [acc for _, _, acc in rows][::-1]
+    bars = ax.barh(names, values, color=["#3c6ec8"] * (len(rows) - 1) + ["#1e3c8c"])
+    ax.bar_label(bars, fmt="%.1f%%", fontsize=8, padding=2)
+    ax.set(xlim=(0, 105), xlabel="accuracy (%)", title=title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
-    bar_h, label_w, bar_w, pad = 26, 260, 420, 12
-    image = Image.new("RGB", (label_w + bar_w + 90, pad * 3 + 20 + bar_h * len(rows)), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((pad, pad), title, fill="black")
-    for i, (name, n, acc) in enumerate(rows):
-        y = pad * 2 + 20 + i * bar_h
-        draw.text((pad, y + 6), f"{name[:34]} (n={n})", fill="black")
-        draw.rectangle(
-            (label_w, y + 4, label_w + int(bar_w * acc / 100), y + bar_h - 4),
-            fill=(60, 110, 200) if i else (30, 60, 140),
-        )
-        draw.rectangle((label_w, y + 4, label_w + bar_w, y + bar_h - 4), outline=(180, 180, 180))
-        draw.text((label_w + bar_w + 8, y + 6), f"{acc:.1f}%", fill="black")
-    image.save(path)
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def evaluate_many(
+    mllm,
+    reasoners: list[tuple[str, Callable[[], object]]],
+    benchmarks: list[tuple[str, str | Path]],
+    out: str | Path,
+    *,
+    mllm_sampling,
+    joint_sampling,
+    mode: str = "full",
+    mllm_name: str = "mllm",
+    limit: int | None = None,
+    batch_size: int = 64,
+    close_reasoners: bool = True,
+    flat: bool = False,
+) -> list[dict]:
+    """Every benchmark with every reasoner, then the table of all of them (:mod:`racro_trl.results`).
+
+    ``reasoners`` are (name, builder) pairs, built one at a time and (``close_reasoners``) closed
+    after their benchmarks, so that in-process engines never share the GPU.
+    Each benchmark has its folder ``out/<benchmark>``, whose stage-1 and stage-2 caches (keyed by the
+    captioner) the first reasoner fills and the others reuse: stages 1-2 run once per captioner,
+    stage 3 once per reasoner. ``flat`` (one benchmark, one reasoner): ``out`` itself and reports
+    named ``{benchmark}_{mode}``, as :func:`evaluate` writes them. Returns the summaries, each with
+    its ``computed`` counts.
+    """
+    if flat and len(benchmarks) * len(reasoners) != 1:
+        raise BenchmarkError("a flat output folder holds one benchmark with one reasoner")
+    from .results import write_table
+
+    out = Path(out)
+    summaries = []
+    for reasoner_name, build in reasoners if mode != "mllm-only" else reasoners[:1]:
+        reasoner = build()
+        pipeline = RacroPipeline(mllm, reasoner, mllm_sampling, joint_sampling)
+        try:
+            for benchmark, data in benchmarks:
+                summary = evaluate(
+                    pipeline, benchmark, data, out if flat else out / benchmark, mode=mode,
+                    mllm_name=mllm_name, reasoner_name=reasoner_name, limit=limit, batch_size=batch_size,
+                    report_name=None if flat else f"{benchmark}_{mode}_{_slug(reasoner_name)}",
+                )  # fmt: skip
+                logger.info(
+                    "%s (%s, %s): %.2f%% of %d, %d failed; computed %s",
+                    benchmark, mode, reasoner_name, summary["accuracy"], summary["samples"], summary["failed"],
+                    summary["computed"],
+                )  # fmt: skip
+                summaries.append(summary)
+        finally:
+            if close_reasoners and hasattr(reasoner, "close"):
+                reasoner.close()
+    write_table(summaries, out)
+    return summaries

@@ -9,7 +9,14 @@ import pytest
 
 from conftest import free_port, racro
 from racro_trl.data import sample_rows
-from racro_trl.evaluation import BenchmarkError, build_question, evaluate, load_benchmark, score
+from racro_trl.evaluation import (
+    BenchmarkError,
+    build_question,
+    evaluate,
+    evaluate_many,
+    load_benchmark,
+    score,
+)
 from racro_trl.pipeline import Item, RacroPipeline, build_mllm
 from racro_trl.reasoners import Sampling
 
@@ -131,6 +138,45 @@ def test_eval_runs_caches_and_resumes(vllm_mllm, vllm_reasoner, tmp_path):
         pipeline, "Synthetic", data, out, mode="caption-only", mllm_name="tiny-policy", reasoner_name="r"
     )
     assert caption_only["computed"] == {"caption": 0, "reason": 5}
+
+
+@pytest.mark.slow
+def test_two_benchmarks_two_reasoners_share_the_captions(vllm_mllm, vllm_reasoner, tiny_models, tmp_path):
+    """Stages 1-2 run once per benchmark (the first reasoner's pass), stage 3 once per reasoner; one table."""
+    from racro_trl.reasoners import build_reasoner
+
+    benchmarks = [
+        ("BenchA", write_tsv(tmp_path / "a.tsv", 6)),
+        ("BenchB", write_tsv(tmp_path / "b.tsv", 4, False)),
+    ]
+    reasoners = [
+        ("vllm-reasoner", lambda: vllm_reasoner),
+        ("hf-reasoner", lambda: build_reasoner("transformers", str(tiny_models["reasoner"]))),
+    ]
+    summaries = evaluate_many(
+        vllm_mllm, reasoners, benchmarks, tmp_path / "out", mllm_sampling=Sampling(0.0, 1.0, 12),
+        joint_sampling=Sampling(0.6, 0.95, 8), mllm_name="tiny-policy", batch_size=4, close_reasoners=False,
+    )  # fmt: skip
+    computed = {(s["reasoner"], s["benchmark"]): s["computed"] for s in summaries}
+    assert computed == {
+        ("vllm-reasoner", "BenchA"): {"tentative": 5, "caption": 5, "reason": 5},  # one corrupt image
+        ("vllm-reasoner", "BenchB"): {"tentative": 4, "caption": 4, "reason": 4},
+        ("hf-reasoner", "BenchA"): {"tentative": 0, "caption": 0, "reason": 5},
+        ("hf-reasoner", "BenchB"): {"tentative": 0, "caption": 0, "reason": 4},
+    }
+    table = (tmp_path / "out" / "results_table.md").read_text().splitlines()
+    assert table[2].startswith("| captioner | reasoner | mode | BenchA | BenchB | Avg |")
+    rows = [line for line in table if line.startswith("| tiny-policy |")]
+    assert [r.split(" | ")[1] for r in rows] == ["vllm-reasoner", "hf-reasoner"]
+    for row, reasoner in zip(rows, ("vllm-reasoner", "hf-reasoner"), strict=True):
+        a, b = (next(s["accuracy"] for s in summaries if s["reasoner"] == reasoner and s["benchmark"] == n)
+                for n in ("BenchA", "BenchB"))  # fmt: skip
+        assert f"| {a:.1f} | {b:.1f} | {(a + b) / 2:.1f} |" in row
+    assert (tmp_path / "out" / "results_table.png").stat().st_size > 0
+    # The same captions went to both reasoners: one stage-2 cache per benchmark, two stage-3 caches.
+    for name in ("BenchA", "BenchB"):
+        assert len(list((tmp_path / "out" / name).glob("stage2_*.jsonl"))) == 1
+        assert len(list((tmp_path / "out" / name).glob("stage3_*.jsonl"))) == 2
 
 
 @pytest.mark.slow
