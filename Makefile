@@ -35,7 +35,7 @@ demo: install
 	$(BIN)/python -m racro_trl.demo --tiny-dir $(TINY) --accelerate-config $(ACCEL) --recipe recipes/tiny/cro_colour.yaml
 
 test: install
-	$(BIN)/python -m pytest -ra --timeout=900
+	$(BIN)/python -m pytest -ra --timeout=900 -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: install
 	$(BIN)/python -m pytest -ra -m "not slow"

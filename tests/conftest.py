@@ -22,11 +22,47 @@ REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
 
+# `make test` runs two pytest-xdist workers, one test file at a time each (`--dist loadfile`: the
+# module-scoped runs and engines stay on one worker), the longest files first.
+LONGEST_FIRST = [
+    "test_learning", "test_control", "test_zero3", "test_training_ops", "test_train", "test_hub",
+    "test_handoff", "test_evaluation", "test_openai_backend", "test_wandb", "test_prepare", "test_rewards",
+]  # fmt: skip
+
+
+def pytest_configure(config):
+    """Under xdist the tiny models are built here, once, before the workers start, and shared through
+    RACRO_TINY_MODELS. (Measured on 2 cores: the workers as they are, each process with every core,
+    ran the suite in 16 min; one thread per process, or one core per worker, took longer; building
+    the colour task's models beside the first tests doubled the build's CPU time.)"""
+    if getattr(config.option, "numprocesses", None) and not os.environ.get("RACRO_TINY_MODELS"):
+        import shutil
+        import tempfile
+
+        from racro_trl.tiny import build_tiny_models
+
+        shared = tempfile.mkdtemp(prefix="racro-tiny-")
+        config.add_cleanup(lambda: shutil.rmtree(shared, ignore_errors=True))
+        build_tiny_models(shared)
+        os.environ["RACRO_TINY_MODELS"] = shared
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.stem
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside a file stays
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     from racro_trl.tiny import build_tiny_models
 
-    return build_tiny_models(tmp_path_factory.mktemp("tiny"), colour_task=False)
+    # RACRO_TINY_MODELS: a folder `racro make-tiny --out` wrote, shared by pytest processes side by side
+    return build_tiny_models(
+        os.environ.get("RACRO_TINY_MODELS") or tmp_path_factory.mktemp("tiny"), colour_task=False
+    )
 
 
 @pytest.fixture(scope="session")
@@ -180,14 +216,41 @@ def logged_steps(output_dir) -> list[dict]:
 
 
 def assert_learned(steps: list[dict]) -> None:
-    """The learning thresholds: last 5 steps' mean reward >= 0.8, and >= 0.4 above the first 5's."""
+    """The learning thresholds: last 5 steps' mean reward >= 0.7, and >= 0.4 above the first 5's.
+    Honest runs measured 0.74-0.93, controls and sabotaged runs 0.29 at most (BENCHMARKS.md)."""
     from racro_trl.colour_task import CHANCE
     from racro_trl.report import first_last_rewards
 
     first, last = first_last_rewards(steps)
     rewards = [round(h["reward"], 3) for h in steps]
     assert len(steps) == STEPS, rewards
-    assert last >= 0.8 and last - first >= 0.4 and last > CHANCE + 0.4, (first, last, rewards)
+    assert last >= 0.7 and last - first >= 0.4 and last > CHANCE + 0.4, (first, last, rewards)
+
+
+# 2 ranks x 2 captions x 8 accumulation = the recipe's 32 captions (8 groups of 4) per optimizer step;
+# with 2 captions per rank, every group of 4 is split 2 + 2 across the ranks.
+TWO_RANKS = (
+    "--per_device_train_batch_size",
+    "2",
+    "--steps_per_generation",
+    "8",
+    "--gradient_accumulation_steps",
+    "8",
+)
+
+
+def served_colour_run(colour_models, colour_data, reader_server, out, *extra, num_processes=1) -> list[dict]:
+    """The colour task run with the reader served by ``reader_server``; returns the logged steps."""
+    served = ("--use_cpu", "true", "--reasoner_backend", "openai", "--reasoner_url", reader_server)
+    command = colour_launch(
+        colour_models, colour_data, out, "--save_strategy", "no", "--reasoner_model", "tiny-reader", *served,
+        *extra, num_processes=num_processes,
+    )  # fmt: skip
+    code, log = run_logged(
+        command, out.with_suffix(".log"), timeout=600, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    )
+    assert code == 0, log[-6000:]
+    return logged_steps(out)
 
 
 def audit(output_dir) -> list[dict]:
