@@ -126,15 +126,12 @@ def _eval(args) -> None:
         for r in args.reasoner
     ]
     mllm_sampling, joint_sampling = _samplings(args)
-    summaries = evaluate_many(
+    evaluate_many(
         _mllm(args), reasoners, benchmarks, args.out, mllm_sampling=mllm_sampling,
         joint_sampling=joint_sampling, mode=args.mode, mllm_name=args.mllm, limit=args.limit,
         batch_size=args.batch_size, flat=bool(args.benchmark) and len(reasoners) == 1,
     )  # fmt: skip
-    print((Path(args.out) / "results_table.md").read_text())
-    for s in summaries:
-        print(f"{s['benchmark']} ({s['mode']}, {s['reasoner']}): {s['accuracy']:.2f}% of {s['samples']}, "
-              f"{s['failed']} failed; computed this run {s['computed']}")  # fmt: skip
+    print((Path(args.out) / "results_table.md").read_text())  # evaluate_many logged each run's line
     print(f"results in {args.out} (results_table.md/.csv/.png)")
 
 

@@ -310,7 +310,9 @@ def write_reports(results: list[dict], summary: dict, stem: Path) -> None:
 
 def bar_chart(rows: list[tuple[str, int, float]], path: Path, title: str) -> None:
     """A horizontal bar chart of accuracies, overall first."""
-    plt = _pyplot()
+    from .report import pyplot
+
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.9 + 0.35 * len(rows)), dpi=110)
     names = [f"{name[:34]} (n={n})" for name, n, _ in rows][::-1]
     values = [acc for _, _, acc in rows][::-1]
@@ -320,15 +322,6 @@ def bar_chart(rows: list[tuple[str, int, float]], path: Path, title: str) -> Non
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def evaluate_many(

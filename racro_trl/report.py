@@ -80,15 +80,21 @@ def first_last_rewards(log_history: list[dict], window: int = 5) -> tuple[float,
     return sum(rewards[:window]) / window, sum(rewards[-window:]) / window
 
 
-def reward_curve(
-    log_history: list[dict], path: str | Path, chance: float | None = None, title: str = ""
-) -> Path:
-    """A PNG of the mean reward per step with its spread (reward_std), and the chance level if given."""
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display on training and CI machines)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def reward_curve(
+    log_history: list[dict], path: str | Path, chance: float | None = None, title: str = ""
+) -> Path:
+    """A PNG of the mean reward per step with its spread (reward_std), and the chance level if given."""
+    plt = pyplot()
     rows = [h for h in log_history if "reward" in h]
     steps = [h["step"] for h in rows]
     mean = [h["reward"] for h in rows]

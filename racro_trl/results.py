@@ -100,9 +100,9 @@ def write_table(summaries: list[dict], out: str | Path, title: str = "Accuracy (
 
 def grouped_bars(columns: list[str], rows: list[dict], path: Path, title: str) -> None:
     """One group of bars per benchmark (and the average), one bar per row of the table."""
-    from .evaluation import _pyplot
+    from .report import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     groups = [*columns, "Avg"]
     width = 0.8 / max(1, len(rows))
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(groups)), 4), dpi=110)

@@ -211,8 +211,9 @@ STEPS, CAPTIONS = 40, 32
 
 def logged_steps(output_dir) -> list[dict]:
     """The logged training steps (those with a reward) of a finished run."""
-    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
-    return [h for h in history if "reward" in h]
+    from racro_trl.report import load_log_history
+
+    return [h for h in load_log_history(output_dir) if "reward" in h]
 
 
 def assert_learned(steps: list[dict]) -> None:
