@@ -28,7 +28,7 @@ R1 = "<think>\nLet me count. Maybe \\boxed{{2}}? No, wait.\n</think>\n\nThere ar
         ("no box here, the answer is 5", None),
         ("\\boxed{}", ""),
         (R1.format("3"), "3"),
-        ("<think>truncated while thinking \\boxed{9}", "9"),  # no </think>: the whole text counts
+        ("<think>truncated while thinking \\boxed{9}", None),  # cut off inside its thinking: no answer
     ],
 )
 def test_extract(output, expected):
