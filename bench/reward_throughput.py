@@ -6,8 +6,14 @@
 1. The same 1024 caption-scoring requests (reward prompt ~600 tokens, answers capped at
    --max-tokens) through ``CaptionReward`` (chat template, one batched call, grading, audit) and
    through ``vllm.LLM.generate`` on the very same prompts and engine: ratio of output tokens/s.
-2. ``TransformersReasoner`` (HF ``generate``, batch 16) on a subset of the same requests: ratio of
+2. The same requests through ``CaptionReward`` with the reasoner served (``vllm serve`` of the same
+   model on the same GPU, reached through the ``openai`` client, all requests in flight): ratio of
+   its output tokens/s to the standalone engine's of step 1 (not with --tiny).
+3. ``TransformersReasoner`` (HF ``generate``, batch 16) on a subset of the same requests: ratio of
    vLLM's tokens/s to it.
+
+The reward path runs with everything on that a training run has: grading, the leak check, the
+audit (every caption).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ def main() -> None:
     parser.add_argument("--hf-requests", type=int, default=32)
     parser.add_argument("--hf-max-tokens", type=int, default=256)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.5)
+    parser.add_argument("--skip-hf", action="store_true", help="leave out the transformers comparison (3.)")
     args = parser.parse_args()
 
     import torch
@@ -125,10 +132,18 @@ def main() -> None:
     )
     print(f"RATIO reward path / standalone vLLM: {reward_rate / plain_rate:.3f} (goal >= 0.90)")
 
-    # Naive transformers reasoner on a subset, same prompts.
     reasoner.close()
     del reasoner
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    if not args.tiny:
+        served_rate = served_reward_rate(model_dir, engine, args, completions, questions, sampling, tmp)
+        print(
+            f"RATIO served reward path (openai client) / standalone vLLM: {served_rate / plain_rate:.3f} (goal >= 0.90)"
+        )
+
+    if args.skip_hf:
+        return
+    # Naive transformers reasoner on a subset, same prompts.
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     config = AutoConfig.from_pretrained(model_dir)
@@ -146,6 +161,48 @@ def main() -> None:
         f"transformers generate (batch 16): {hf_tokens} output tokens in {hf_s:.1f}s = {hf_rate:.0f} tok/s ({args.hf_requests} requests, max {args.hf_max_tokens} new)"
     )
     print(f"RATIO vLLM reasoner / transformers reasoner: {reward_rate / hf_rate:.1f}x (goal >= 10x)")
+
+
+def served_reward_rate(model_dir, engine, args, completions, questions, sampling, tmp) -> float:
+    """Output tokens/s of CaptionReward through OpenAIReasoner against `vllm serve` of the same model."""
+    import socket
+    import subprocess
+
+    from shapes import wait_healthy
+
+    from racro_trl.reasoners import OpenAIReasoner
+    from racro_trl.rewards import CaptionReward
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir), "--port", str(port),
+        "--host", "127.0.0.1", "--load-format", "dummy", "--dtype", "bfloat16", "--max-model-len",
+        str(engine["max_model_len"]), "--gpu-memory-utilization", str(args.gpu_memory_utilization),
+        "--no-enable-prefix-caching", "--seed", "0", "--max-num-seqs", "1024",
+    ]  # fmt: skip
+    log = open(tmp / "server.log", "w")  # noqa: SIM115 (closed with the server)
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", server, tmp / "server.log")
+        client = OpenAIReasoner(f"http://127.0.0.1:{port}/v1", concurrency=len(completions))
+        reward = CaptionReward(client, sampling=sampling, audit_dir=tmp / "audit-served")
+        reward(None, completions[:64], question=questions[:64], answer=["3"] * 64)  # warm-up
+        start = time.perf_counter()
+        reward(None, completions, question=questions, answer=["3"] * len(completions))
+        seconds = time.perf_counter() - start
+        rate = client.last_output_tokens / seconds
+        print(
+            f"CaptionReward, served (openai client, {len(completions)} in flight): {client.last_output_tokens} "
+            f"output tokens in {seconds:.1f}s = {rate:.0f} tok/s"
+        )
+        client.close()
+        return rate
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
 
 
 if __name__ == "__main__":

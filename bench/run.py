@@ -2,8 +2,8 @@
 
 On a CUDA machine: the reward path vs standalone vLLM vs transformers (R1-Distill-Qwen-7B shape),
 CRO steps on one GPU (Qwen2.5-VL-3B shape: LoRA, then full fine-tuning under ZeRO-3 with CPU
-offload) and, with two GPUs or more, the served-reasoner run (bench/multi_gpu_cro.py). Without
-one: prepare-data throughput and the CPU smoke run of the reward-path script (tiny models; its
+offload) and, with two GPUs or more, the served-reasoner run (bench/multi_gpu_cro.py). On any
+machine: grading and leak-detection quality on the labelled sets (bench/grading.py). Without a GPU: prepare-data throughput and the CPU smoke run of the reward-path script (tiny models; its
 ratios are not the GPU figures).
 """
 
@@ -27,6 +27,7 @@ def run(*args: str) -> None:
 def main() -> None:
     import torch
 
+    run(str(HERE / "grading.py"))  # CPU, seconds: labelled grading and leak sets
     if torch.cuda.is_available():
         run(str(HERE / "reward_throughput.py"))  # 1024 requests, answers <= 1024 tokens
         run(str(HERE / "cro_step.py"), "--mode", "lora")

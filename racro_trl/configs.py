@@ -76,8 +76,14 @@ class CROScriptArguments(trl.ScriptArguments):
     # Rewards
     reward_funcs: list[str] = field(
         default_factory=lambda: ["caption_reasoner"],
-        metadata={"help": "Reward functions by registered name (caption_reasoner, answer_accuracy, boxed_format) "
-                  "or dotted path; weights go in GRPOConfig.reward_weights."},
+        metadata={"help": "Reward functions by registered name (caption_reasoner; caption_gain, its variant minus the "
+                  "blind reasoner's accuracy; caption_leak_penalty; answer_accuracy; boxed_format) or dotted path; "
+                  "weights go in GRPOConfig.reward_weights."},
+    )  # fmt: skip
+    grader: str = field(
+        default="default",
+        metadata={"help": "Answer grading: 'default' (ours: thinking, choices, units, sets) or 'strict' (the original "
+                  "reward exactly: mathruler's extract_boxed_content + grade_answer), for reproduction runs."},
     )  # fmt: skip
     caption_table_steps: int = field(
         default=10,
@@ -86,10 +92,15 @@ class CROScriptArguments(trl.ScriptArguments):
     )  # fmt: skip
     reward_audit: bool = field(
         default=True,
-        metadata={
-            "help": "Write one JSONL record per caption (reasoner prompt, answers, gold, score) to output_dir/audit."
-        },
-    )
+        metadata={"help": "Write audit records (question, caption, reasoner answers, gold, score, leak and failure "
+                  "flags) to output_dir/audit, reward_audit_captions per step."},
+    )  # fmt: skip
+    reward_audit_captions: int = field(
+        default=16,
+        metadata={"help": "Audit records per optimizer step over all ranks (each rank its share, leaked and failed "
+                  "captions get as many again); -1: every caption. 16 keeps a 1000-step run under 0.7 GB with "
+                  "8192-token answers and 1000-token captions."},
+    )  # fmt: skip
 
     # Reasoner
     reasoner_backend: str = field(
@@ -137,10 +148,25 @@ class CROScriptArguments(trl.ScriptArguments):
     reasoner_enforce_eager: bool = field(
         default=False, metadata={"help": "vLLM backend: no CUDA graphs (faster start, slower decode)."}
     )
-    reasoner_timeout: float = field(default=600.0, metadata={"help": "openai backend: seconds per request."})
+    reasoner_timeout: float | None = field(
+        default=None,
+        metadata={"help": "openai backend: seconds per request; None: 60 + reasoner_max_tokens / 4 (4 tokens a second "
+                  "for the longest answer)."},
+    )  # fmt: skip
     reasoner_max_retries: int = field(
-        default=3, metadata={"help": "openai backend: retries per failed request."}
-    )
+        default=3,
+        metadata={"help": "openai backend: retries of a request that failed by connection, timeout, 429 or 5xx "
+                  "(other 4xx answers are final)."},
+    )  # fmt: skip
+    reasoner_max_failed_fraction: float = field(
+        default=0.5,
+        metadata={"help": "Stop the run (naming the reasoner URL) when more than this share of one reward call's "
+                  "captions, all ranks, failed for good; below it they score 0 and count in caption_reasoner/failed."},
+    )  # fmt: skip
+    reasoner_blind_samples: int = field(
+        default=4,
+        metadata={"help": "caption_gain: blind answers (question without caption) per prompt, once per prompt per run."},
+    )  # fmt: skip
     reasoner_concurrency: int = field(
         default=64, metadata={"help": "openai backend: requests in flight per process."}
     )
@@ -154,14 +180,29 @@ class CROScriptArguments(trl.ScriptArguments):
             )
         if self.image_ablation not in (None, "constant"):
             raise ValueError(f"image_ablation must be 'constant' or unset, got {self.image_ablation!r}")
+        from .grading import GRADERS
+        from .rewards import REASONER_REWARDS
+
         for name in self.reward_funcs:
             resolve_reward_name(name)
-        if self.prompt_format == "qa_cot" and "caption_reasoner" in self.reward_funcs:
+        if self.grader not in GRADERS:
+            raise ValueError(f"grader must be one of {', '.join(GRADERS)}, got {self.grader!r}")
+        reasoner_rewards = [name for name in self.reward_funcs if name in REASONER_REWARDS]
+        if self.prompt_format == "qa_cot" and reasoner_rewards:
             raise ValueError(
-                "caption_reasoner scores captions, but prompt_format is qa_cot (the policy answers the question itself); "
-                "use reward_funcs: [answer_accuracy] for the CRO-GRPO stage, or prompt_format: caption for CRO"
+                f"{reasoner_rewards[0]} scores captions, but prompt_format is qa_cot (the policy answers the question "
+                "itself); use reward_funcs: [answer_accuracy] for the CRO-GRPO stage, or prompt_format: caption for CRO"
             )
-        if "caption_reasoner" not in self.reward_funcs:
+        if len(reasoner_rewards) > 1:
+            raise ValueError(
+                f"reward_funcs has {reasoner_rewards}: each would query the reasoner; keep one (caption_gain logs "
+                "caption_gain/accuracy, the caption_reasoner reward, too)"
+            )
+        if not 0 <= self.reasoner_max_failed_fraction <= 1:
+            raise ValueError(
+                f"reasoner_max_failed_fraction must be in [0, 1], got {self.reasoner_max_failed_fraction}"
+            )
+        if not reasoner_rewards:
             return
         if self.reasoner_backend not in BACKENDS:
             raise ValueError(
@@ -211,7 +252,7 @@ class CROScriptArguments(trl.ScriptArguments):
 def validate_run(script_args: CROScriptArguments, training_args, num_processes: int) -> None:
     """Checks that need GRPOConfig and the launch too; raise with the fix in the message."""
     if (
-        "caption_reasoner" in script_args.reward_funcs
+        any(name in script_args.reward_funcs for name in ("caption_reasoner", "caption_gain"))
         and script_args.reasoner_backend == "vllm"
         and num_processes > 1
         and script_args.reasoner_tensor_parallel_size > 1

@@ -111,6 +111,21 @@ def reasoner_reward_messages(caption: str, question: str) -> list[dict]:
     ]
 
 
+def reasoner_blind_messages(question: str) -> list[dict]:
+    """The question alone, as the reward chat asks it but with no caption: what the reasoner solves
+    blind (caption_gain's baseline).
+
+    >>> reasoner_blind_messages("<image>What colour? " + SHORT_ANSWER_HINT)[1]["content"]
+    '### Question: What colour? Please think step by step. The final answer MUST BE put in \\\\boxed{}.'
+    """
+    q = strip_image_tags(question).replace(SHORT_ANSWER_HINT, "").strip()
+    prompt = REASONER_REWARD_PROMPT.split("### Question:", 1)[1]
+    return [
+        {"role": "system", "content": REASONER_SYSTEM_PROMPT},
+        {"role": "user", "content": "### Question:" + prompt.format(question=q)},
+    ]
+
+
 def joint_messages(caption: str, question: str, tentative: str) -> list[dict]:
     """The stage-3 chat: caption, problem and tentative response for the reasoner."""
     text = JOINT_PROMPT.format(caption=caption, question=strip_image_tags(question), tentative=tentative)

@@ -50,8 +50,11 @@ class Reasoner(Protocol):
 
     name: str
 
-    def generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:
-        """Return ``n`` sampled answers for every chat, in order."""
+    def generate(
+        self, chats: list[Chat], n: int, sampling: Sampling, *, partial: bool = False
+    ) -> list[list[str] | None]:
+        """Return ``n`` sampled answers for every chat, in order. ``partial``: a chat whose request
+        failed for good gives None (backends that answer a whole batch or nothing never do)."""
         ...
 
     def close(self) -> None:
@@ -165,7 +168,9 @@ class VLLMReasoner:
             self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats
         ]
 
-    def generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:
+    def generate(
+        self, chats: list[Chat], n: int, sampling: Sampling, *, partial: bool = False
+    ) -> list[list[str]]:
         from vllm import SamplingParams
 
         params = [
@@ -180,6 +185,7 @@ class VLLMReasoner:
         ]
         outputs = self.llm.generate(self.prompts(chats), params, use_tqdm=False)
         self.last_output_tokens = sum(len(c.token_ids) for out in outputs for c in out.outputs)
+        self.last_truncated = [[c.finish_reason == "length" for c in out.outputs] for out in outputs]
         return [[c.text for c in out.outputs] for out in outputs]
 
     def close(self) -> None:
@@ -192,12 +198,30 @@ class VLLMReasoner:
         self.llm = None
 
 
+def request_timeout(max_tokens: int) -> float:
+    """Seconds one non-streamed request may take: 60 s plus 4 tokens a second for the longest answer
+    allowed (8192 tokens: about 35 min). At 512 requests in flight an H100 server writes an
+    8192-token answer in about 600 s (BENCHMARKS.md), so a busy server is never cut off while a
+    dead one is still noticed.
+
+    >>> request_timeout(8192), request_timeout(8)
+    (2108.0, 62.0)
+    """
+    return 60.0 + max_tokens / 4
+
+
 class OpenAIReasoner:
-    """Any OpenAI-compatible chat endpoint (``vllm serve``, SGLang, a hosted API).
+    """Any OpenAI-compatible chat endpoint (``vllm serve``, SGLang, a hosted API), through the
+    ``openai`` client.
 
     The batch goes out as concurrent requests (``concurrency`` at a time), each asking for ``n``
-    choices; a request that fails is retried ``max_retries`` times with exponential backoff, then the
-    whole call fails with the URL in the message.
+    choices. The client retries connection errors, timeouts, 408/409/429 and 5xx answers
+    ``max_retries`` times with exponential backoff (and the server's Retry-After); other 4xx
+    answers, e.g. a prompt over the context length, are final at once. ``timeout``: seconds per
+    request, None: :func:`request_timeout` of the call's ``max_tokens``.
+
+    ``generate(..., partial=True)`` gives None for a chat whose request failed for good (the reason
+    in ``last_errors``) and answers the others; without it the first failure raises ReasonerError.
     """
 
     name = "openai"
@@ -208,91 +232,109 @@ class OpenAIReasoner:
         model: str | None = None,
         *,
         api_key: str | None = None,
-        timeout: float = 600.0,
+        timeout: float | None = None,
         max_retries: int = 3,
         concurrency: int = 64,
-        backoff: float = 1.0,
     ):
         import httpx
+        import openai
 
         self.url = url.rstrip("/")
         if not self.url.endswith("/v1"):
             self.url += "/v1"
-        self.max_retries = max_retries
-        self.backoff = backoff
+        self.timeout = timeout
         self.concurrency = concurrency
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(
+        self.client = openai.OpenAI(
             base_url=self.url,
-            headers=headers,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            api_key=api_key or "EMPTY",
+            max_retries=max_retries,
+            timeout=timeout or request_timeout(8192),
+            http_client=openai.DefaultHttpxClient(
+                limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+            ),
         )
-        self.model = model or self._served_model()
-        self._tokens, self.last_output_tokens = [], 0
+        self.model = self._served_model(model)
+        self.last_output_tokens = 0
+        self.last_errors: dict[int, str] = {}
+        self.last_truncated: list[list[bool]] = []
         logger.info("OpenAI-compatible reasoner %s at %s", self.model, self.url)
 
-    def _request(self, method: str, path: str, **kwargs) -> dict:
-        """One HTTP call with bounded retries; raises ReasonerError naming the URL."""
-        import httpx
+    def _served_model(self, model: str | None) -> str:
+        """The model to ask: ``model``, checked against what the server lists, or the first listed.
+        Asking now makes a wrong URL or model name fail before a training run loads its policy."""
+        import openai
 
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            try:
-                response = self.client.request(method, path, **kwargs)
-                if response.status_code < 500 and response.status_code != 429:
-                    if response.is_error:
-                        raise ReasonerError(
-                            f"reasoner at {self.url}{path} answered {response.status_code}: {response.text[:500]}"
-                        )
-                    return response.json()
-                last = ReasonerError(f"HTTP {response.status_code}: {response.text[:200]}")
-            except httpx.HTTPError as error:  # connection refused, timeout, reset
-                last = error
-            if attempt < self.max_retries:
-                time.sleep(self.backoff * 2**attempt)
-        raise ReasonerError(
-            f"reasoner server at {self.url} unreachable after {self.max_retries + 1} attempts "
-            f"({type(last).__name__}: {last}); is it running? (e.g. `vllm serve <model> --port ...`)"
-        )
-
-    def _served_model(self) -> str:
-        models = self._request("GET", "/models").get("data", [])
+        try:
+            models = [m.id for m in self.client.models.list(timeout=self.timeout or 30)]
+        except openai.APIConnectionError as error:  # refused, reset, timed out: after the retries
+            raise ReasonerError(
+                f"reasoner server at {self.url} unreachable after {self.client.max_retries + 1} attempts "
+                f"({type(error).__name__}: {error}); is it running? (e.g. `vllm serve <model> --port ...`)"
+            ) from error
+        except openai.APIStatusError as error:
+            if model:  # a server that does not list its models: take the name as given
+                logger.warning(
+                    "reasoner at %s/models answered %s; asking for %r", self.url, error.status_code, model
+                )
+                return model
+            raise ReasonerError(
+                f"reasoner at {self.url}/models answered {error.status_code}: {error}"
+            ) from error
         if not models:
             raise ReasonerError(f"reasoner server at {self.url} serves no model")
-        return models[0]["id"]
-
-    def _complete(self, chat: Chat, n: int, sampling: Sampling, seed: int | None = None) -> list[str]:
-        body = {
-            "model": self.model,
-            "messages": chat,
-            "n": n,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "max_tokens": sampling.max_tokens,
-        }
-        if seed is not None:
-            body["seed"] = seed
-        response = self._request("POST", "/chat/completions", json=body)
-        self._tokens.append((response.get("usage") or {}).get("completion_tokens", 0))
-        choices = sorted(response["choices"], key=lambda c: c["index"])
-        return [c["message"].get("content") or "" for c in choices]
-
-    def generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:
-        self._tokens: list[int] = []  # list.append is atomic: safe from the pool's threads
-        try:
-            return self._generate(chats, n, sampling)
-        finally:
-            self.last_output_tokens = sum(self._tokens)
-
-    def _generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(chats)))) as pool:
-            return list(
-                pool.map(
-                    lambda i: self._complete(chats[i], n, sampling, sampling.request_seed(i)),
-                    range(len(chats)),
-                )
+        if model and model not in models:
+            raise ReasonerError(
+                f"reasoner server at {self.url} serves {models}, not {model!r} (reasoner_model is the served "
+                "name: `vllm serve ... --served-model-name NAME`)"
             )
+        return model or models[0]
+
+    def _complete(
+        self, chat: Chat, n: int, sampling: Sampling, seed: int | None
+    ) -> tuple[list[str], list[bool], int]:
+        extra = {} if seed is None else {"seed": seed}
+        response = self.client.chat.completions.create(
+            model=self.model,
+            messages=chat,
+            n=n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            timeout=self.timeout or request_timeout(sampling.max_tokens),
+            **extra,
+        )
+        choices = sorted(response.choices, key=lambda c: c.index)
+        tokens = response.usage.completion_tokens if response.usage else 0
+        return (
+            [c.message.content or "" for c in choices],
+            [c.finish_reason == "length" for c in choices],
+            tokens,
+        )
+
+    def generate(
+        self, chats: list[Chat], n: int, sampling: Sampling, *, partial: bool = False
+    ) -> list[list[str] | None]:
+        import openai
+
+        def one(i: int):
+            try:
+                return self._complete(chats[i], n, sampling, sampling.request_seed(i))
+            except (openai.APIStatusError, openai.APIConnectionError) as error:
+                status = getattr(error, "status_code", None)
+                return f"{type(error).__name__}" + (f" {status}" if status else "") + f": {str(error)[:300]}"
+
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(chats)))) as pool:
+            results = list(pool.map(one, range(len(chats))))
+        self.last_errors = {i: r for i, r in enumerate(results) if isinstance(r, str)}
+        self.last_output_tokens = sum(r[2] for r in results if not isinstance(r, str))
+        self.last_truncated = [[] if isinstance(r, str) else r[1] for r in results]
+        if self.last_errors and not partial:
+            i, error = next(iter(self.last_errors.items()))
+            raise ReasonerError(
+                f"reasoner at {self.url}: {len(self.last_errors)} of {len(chats)} requests failed after "
+                f"{self.client.max_retries} retries; request {i}: {error}"
+            )
+        return [None if isinstance(r, str) else r[0] for r in results]
 
     def close(self) -> None:
         self.client.close()
@@ -326,7 +368,9 @@ class TransformersReasoner:
             partitioned,
         )
 
-    def generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:
+    def generate(
+        self, chats: list[Chat], n: int, sampling: Sampling, *, partial: bool = False
+    ) -> list[list[str]]:
         import torch
 
         # A seeded call must not reseed the caller's (the trainer's) random stream: fork it.

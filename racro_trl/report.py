@@ -12,6 +12,8 @@ _COLUMNS = [
     ("reward_std", "reward_std"),
     ("rewards/caption_reasoner/mean", "caption_reasoner"),
     ("caption_reasoner/answer_extracted", "boxed_rate"),
+    ("caption_reasoner/caption_leak", "leak_rate"),
+    ("caption_reasoner/failed", "failed"),
     ("rewards/answer_accuracy/mean", "answer_accuracy"),
     ("completions/mean_length", "caption_len"),
     ("loss", "loss"),
@@ -51,21 +53,42 @@ def load_log_history(output_dir: str | Path) -> list[dict]:
     return json.loads(states[-1].read_text())["log_history"]
 
 
-def audit_summary(audit_dir: str | Path) -> str:
-    """Counts over the audit JSONL files: captions scored, answers extracted, mean reward."""
+def audit_summary(audit_dir: str | Path, examples: int = 3) -> str:
+    """Counts over the audit JSONL files, read one line at a time (constant memory, whatever the
+    size): captions audited, answers extracted, mean reward, captions whose reasoner request failed,
+    and captions flagged as stating the gold answer (``leak``), with the first ``examples`` of them."""
     files = sorted(Path(audit_dir).glob("*.jsonl"))
-    records = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
+    records = answers = missing = failed = 0
+    reward = 0.0
+    leaks: list[dict] = []
+    leak_count = 0
+    for path in files:
+        with path.open() as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                r = json.loads(line)
+                records += 1
+                reward += r["reward"]
+                answers += len(r["extracted"])
+                missing += sum(a is None for a in r["extracted"])
+                failed += bool(r.get("failed"))
+                if r.get("leak"):
+                    leak_count += 1
+                    if len(leaks) < examples:
+                        leaks.append(
+                            {"file": path.name, "step": r.get("step"), "caption": r["caption"][:160]}
+                        )
     if not records:
         return f"no audit records in {audit_dir}"
-    answers = [a for r in records for a in r["extracted"]]
-    missing = sum(a is None for a in answers)
-    mean = sum(r["reward"] for r in records) / len(records)
-    files_text = ", ".join(str(f) for f in files)
-    return (
-        f"audit: {len(records)} captions scored, {len(answers)} reasoner answers, "
-        f"{missing} without a \\boxed{{}} answer (scored 0), mean reward {mean:.3f}\n"
-        f"audit records: {files_text}"
-    )
+    lines = [
+        f"audit: {records} captions audited, {answers} reasoner answers, {missing} without a \\boxed{{}} answer "
+        f"(scored 0), {failed} failed requests (scored 0), mean reward {reward / records:.3f}",
+        f"leaks: {leak_count} audited captions state the gold answer as an answer (caption_leak)",
+    ]
+    lines += [f"  leak at step {e['step']} ({e['file']}): {e['caption']!r}" for e in leaks]
+    lines.append(f"audit records: {', '.join(str(f) for f in files)}")
+    return "\n".join(lines)
 
 
 def first_last_rewards(log_history: list[dict], window: int = 5) -> tuple[float, float]:

@@ -17,8 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import prompts as P
-from .grading import extract_answer, grade, parse_choices
-from .reasoners import Reasoner, Sampling
+from .grading import GRADERS, caption_leak, extract_answer, parse_choices
+from .reasoners import Reasoner, ReasonerError, Sampling
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,21 @@ def _process_index() -> int:
     return PartialState().process_index
 
 
+def _sum_over_processes(*counts: int) -> tuple[int, ...]:
+    """``counts`` summed over the training processes (every process calls the reward at the same
+    point, so this collective is matched on all of them); as they are in a single process."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes == 1:
+        return counts
+    import torch
+    from accelerate.utils import reduce
+
+    total = reduce(torch.tensor(counts, dtype=torch.float64, device=state.device), "sum")
+    return tuple(int(x) for x in total.tolist())
+
+
 class CaptionReward:
     """CRO: a caption is worth how often a frozen text reasoner, reading only the caption and the
     question, reaches the ground truth.
@@ -49,14 +64,31 @@ class CaptionReward:
     fraction of answers whose last ``\\boxed{}`` grades equal to the gold answer (1.0 / 0.0 for one
     sample). An answer without a box, e.g. a truncated one, scores 0.0 and is counted.
 
+    Logged per call (``<name>/...``): ``reward_mean``, ``answer_extracted``, ``caption_chars``,
+    ``caption_leak`` (share of captions that state the gold answer as an answer,
+    :func:`racro_trl.grading.caption_leak`), ``failed`` (share of the call's captions, all ranks,
+    whose request failed for good: they score 0) and ``failed_total`` (all ranks, since the start),
+    ``reasoner_seconds``, ``reasoner_tokens_per_second``.
+
     Args:
         reasoner: a :class:`Reasoner`, or a zero-argument factory called at the first reward call,
             so that the reasoner is created in the training process, after the policy, outside any
             ZeRO-3 ``zero.Init`` (see :func:`racro_trl.reasoners.build_reasoner`).
         num_samples: reasoner answers per caption (k); the reward is their mean.
         sampling: the reasoner's sampling settings.
-        audit_dir: where ``caption_reasoner-rank<r>.jsonl`` gets one record per caption (caption,
-            reasoner chat, answers, extracted answers, gold, scores, reward); None: no audit.
+        audit_dir: where ``<name>-rank<r>.jsonl`` gets the audit records (question, caption, answers,
+            extracted answers, gold, scores, reward, leak and failure flags); None: no audit.
+        audit_captions: records per optimizer step over all ranks (each rank writes its share, the
+            first captions of its batch; leaked and failed captions get as many again); -1: all.
+        grader: ``default`` or ``strict`` (:data:`racro_trl.grading.GRADERS`).
+        max_failed_fraction: the run stops, naming the reasoner, when more than this share of one
+            call's captions (all ranks) failed; below it, failed captions score 0 and are counted.
+        blind_samples: > 0 makes this the caption-gain reward: every prompt is also answered once
+            without its caption (``blind_samples`` answers, cached per prompt for the run, in
+            ``blind_cache``), and the reward is accuracy with the caption minus blind accuracy.
+            Also logged: ``blind_accuracy`` and ``language_shortcut_rate``, the share of the call's
+            prompts the blind reasoner solves (blind accuracy >= 0.5).
+        name: the registered name the reward is logged under.
     """
 
     def __init__(
@@ -66,17 +98,37 @@ class CaptionReward:
         num_samples: int = 1,
         sampling: Sampling | None = None,
         audit_dir: str | Path | None = None,
+        audit_captions: int = -1,
+        grader: str = "default",
+        max_failed_fraction: float = 0.5,
+        blind_samples: int = 0,
+        blind_cache: str | Path | None = None,
+        name: str = "caption_reasoner",
     ):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        self.__name__ = "caption_reasoner"
+        if grader not in GRADERS:
+            raise ValueError(f"grader must be one of {', '.join(GRADERS)}, got {grader!r}")
+        self.__name__ = name
         self._reasoner = reasoner if hasattr(reasoner, "generate") else None
         self._factory = None if self._reasoner is not None else reasoner
         self.num_samples = num_samples
         self.sampling = sampling or Sampling()
+        self.grade = GRADERS[grader]
+        self.max_failed_fraction = max_failed_fraction
         self.audit_dir = Path(audit_dir) if audit_dir else None
+        self.audit_captions = audit_captions
         self.audit_path: Path | None = None
+        self._audited: dict = {"step": None, "kept": 0, "flagged": 0}
+        self.blind_samples = blind_samples
+        self.blind_cache = Path(blind_cache) if blind_cache else None
+        self.blind: dict[str, float] = {}
+        if self.blind_cache is not None and self.blind_cache.exists():  # a resumed run scores no prompt twice
+            with self.blind_cache.open() as f:
+                self.blind = {r["key"]: r["accuracy"] for r in map(json.loads, f)}
         self.calls = 0
+        self.failed_total = 0
+        self._explained: set[str] = set()
         self._last_step, self._calls_this_step = None, 0
         self.last_batch: list[dict] = []  # the last call's records (+ first image), for logging tables
 
@@ -85,6 +137,18 @@ class CaptionReward:
         if self._reasoner is None:
             self._reasoner = self._factory()
         return self._reasoner
+
+    def _seeded(self, trainer_state) -> Sampling:
+        sampling = self.sampling
+        if sampling.seed is not None:
+            # A fresh draw for every step, call and rank, and the same draws again after a resume:
+            # the seed follows the global step, not this object's call count.
+            step = getattr(trainer_state, "global_step", None)
+            self._calls_this_step = self._calls_this_step + 1 if step == self._last_step else 0
+            self._last_step = step
+            offset = 1_000_003 * (self.calls if step is None else step) + 101 * self._calls_this_step
+            sampling = replace(sampling, seed=sampling.seed + offset + 10_007 * _process_index())
+        return sampling
 
     def __call__(
         self,
@@ -99,77 +163,185 @@ class CaptionReward:
     ):
         captions = [completion_text(c) for c in completions]
         chats = [P.reasoner_reward_messages(c, q) for c, q in zip(captions, question, strict=True)]
-        sampling = self.sampling
-        if sampling.seed is not None:
-            # A fresh draw for every step, call and rank, and the same draws again after a resume:
-            # the seed follows the global step, not this object's call count.
-            step = getattr(trainer_state, "global_step", None)
-            self._calls_this_step = self._calls_this_step + 1 if step == self._last_step else 0
-            self._last_step = step
-            offset = 1_000_003 * (self.calls if step is None else step) + 101 * self._calls_this_step
-            sampling = replace(sampling, seed=sampling.seed + offset + 10_007 * _process_index())
+        sampling = self._seeded(trainer_state)
         start = time.perf_counter()
-        outputs = self.reasoner.generate(chats, self.num_samples, sampling)
+        outputs = self._generate(chats, self.num_samples, sampling)
         seconds = time.perf_counter() - start
+        tokens = getattr(self.reasoner, "last_output_tokens", None)
+        errors = dict(getattr(self.reasoner, "last_errors", None) or {})
+        truncated = getattr(self.reasoner, "last_truncated", None) or [[] for _ in outputs]
+        blind = self._blind_accuracy(question, answer, sampling) if self.blind_samples else None
         self.calls += 1
-
-        rewards, records = [], []
-        for caption, chat, outs, q, gold in zip(captions, chats, outputs, question, answer, strict=True):
-            choices = parse_choices(q)
-            graded = [grade(o, str(gold), choices) for o in outs]
-            scores = [score for _, score in graded]
-            rewards.append(sum(scores) / len(scores))
-            records.append(
-                {
-                    "caption": caption,
-                    "reasoner_prompt": chat[-1]["content"],
-                    "reasoner_outputs": outs,
-                    "extracted": [pred for pred, _ in graded],
-                    "gold": str(gold),
-                    "scores": scores,
-                    "reward": rewards[-1],
-                }
+        failed, total = _sum_over_processes(len(errors), len(captions))
+        self.failed_total += failed
+        self._explain(errors)
+        if failed > self.max_failed_fraction * total:
+            url = getattr(self.reasoner, "url", getattr(self.reasoner, "model", "the reasoner"))
+            raise ReasonerError(
+                f"{failed} of {total} captions (all ranks) got no answer from the reasoner at {url}, more than "
+                f"reasoner_max_failed_fraction={self.max_failed_fraction}; first error here: "
+                f"{next(iter(errors.values()), 'on another rank')}"
             )
 
-        extracted = sum(r["extracted"].count(None) for r in records)
-        total = len(records) * self.num_samples
+        rewards, records = [], []
+        for i, (caption, outs, q, gold) in enumerate(zip(captions, outputs, question, answer, strict=True)):
+            choices = parse_choices(q)
+            cut = truncated[i] or [False] * len(outs or [])
+            graded = [self.grade(o, str(gold), choices, t) for o, t in zip(outs or [], cut, strict=True)]
+            scores = [score for _, score in graded]
+            accuracy = sum(scores) / len(scores) if scores else 0.0
+            record = {
+                "question": q,
+                "gold": str(gold),
+                "caption": caption,
+                "reasoner_outputs": outs or [],
+                "extracted": [pred for pred, _ in graded],
+                "scores": scores,
+                "truncated": cut,
+                "leak": caption_leak(caption, str(gold), choices),
+                "failed": errors.get(i),
+            }
+            if blind is not None:
+                record["accuracy"], record["blind_accuracy"] = accuracy, blind[i]
+                accuracy -= blind[i]
+            record["reward"] = accuracy
+            rewards.append(accuracy)
+            records.append(record)
+
+        answers = [a for r in records for a in r["extracted"]]
         stats = {
             "reward_mean": sum(rewards) / max(len(rewards), 1),
-            "answer_extracted": 1 - extracted / max(total, 1),
+            "answer_extracted": 1 - answers.count(None) / max(len(answers), 1),
             "caption_chars": sum(len(c) for c in captions) / max(len(captions), 1),
+            "caption_leak": sum(r["leak"] for r in records) / max(len(records), 1),
+            "failed": failed / max(total, 1),
+            "failed_total": self.failed_total,
             "reasoner_seconds": seconds,
         }
-        tokens = getattr(self.reasoner, "last_output_tokens", None)
         if tokens:
             stats["reasoner_tokens_per_second"] = tokens / max(seconds, 1e-9)
+        if blind is not None:
+            per_prompt = {self._key(q, g): b for q, g, b in zip(question, answer, blind, strict=True)}
+            stats["accuracy"] = sum(r["accuracy"] for r in records) / max(len(records), 1)
+            stats["blind_accuracy"] = sum(per_prompt.values()) / max(len(per_prompt), 1)
+            stats["language_shortcut_rate"] = sum(b >= 0.5 for b in per_prompt.values()) / max(
+                len(per_prompt), 1
+            )
         if log_metric is not None:
             for key, value in stats.items():
                 log_metric(f"{self.__name__}/{key}", value)
         if log_extra is not None:
-            log_extra("reasoner_answer", [r["extracted"][0] for r in records])
+            log_extra("reasoner_answer", [(r["extracted"] or [None])[0] for r in records])
         step = getattr(trainer_state, "global_step", None)
-        self._audit(records, step, seconds)
+        self._audit(records, step)
         images = kwargs.get("images") or [None] * len(records)
         self.last_batch = [
-            {**r, "question": q, "step": step, "image": imgs[0] if imgs else None}
-            for r, q, imgs in zip(records, question, images, strict=True)
+            {**r, "step": step, "image": imgs[0] if imgs else None}
+            for r, imgs in zip(records, images, strict=True)
         ]
         logger.info(
-            "caption_reasoner call %d (step %s): %d captions x %d samples in %.1fs, mean reward %.3f, no answer %d/%d",
-            self.calls, step, len(captions), self.num_samples, seconds, stats["reward_mean"], extracted, total,
+            "%s call %d (step %s): %d captions x %d samples in %.1fs, mean reward %.3f, no answer %d/%d, "
+            "leaks %d, failed %d",
+            self.__name__, self.calls, step, len(captions), self.num_samples, seconds, stats["reward_mean"],
+            answers.count(None), len(answers), sum(r["leak"] for r in records), len(errors),
         )  # fmt: skip
         return rewards
 
-    def _audit(self, records: list[dict], step: int | None, seconds: float) -> None:
-        if self.audit_dir is None:
+    def _generate(self, chats: list[list[dict]], n: int, sampling: Sampling) -> list[list[str] | None]:
+        """The reasoner's answers, failed chats as None where the backend can tell (``partial``); a
+        reasoner written before ``partial`` existed answers whole batches or raises."""
+        import inspect
+
+        if "partial" in inspect.signature(self.reasoner.generate).parameters:
+            return self.reasoner.generate(chats, n, sampling, partial=True)
+        return self.reasoner.generate(chats, n, sampling)
+
+    @staticmethod
+    def _key(question: str, gold) -> str:
+        return json.dumps([question, str(gold)])
+
+    def _blind_accuracy(self, question: list[str], answer: list, sampling: Sampling) -> list[float]:
+        """Blind accuracy per prompt: the reasoner answers the question alone, once per prompt per run
+        (``blind_samples`` answers); a failed request leaves the prompt for the next call."""
+        new = list(
+            dict.fromkeys(
+                self._key(q, g)
+                for q, g in zip(question, answer, strict=True)
+                if self._key(q, g) not in self.blind
+            )
+        )
+        if new:
+            pairs = [json.loads(k) for k in new]
+            blind_sampling = (
+                sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + 500_009)
+            )
+            outputs = self.reasoner.generate(
+                [P.reasoner_blind_messages(q) for q, _ in pairs],
+                self.blind_samples,
+                blind_sampling,
+                partial=True,
+            )
+            truncated = getattr(self.reasoner, "last_truncated", None) or [[] for _ in outputs]
+            scored = {}
+            for key, (q, gold), outs, cut in zip(new, pairs, outputs, truncated, strict=True):
+                if outs is None:
+                    continue
+                cut = cut or [False] * len(outs)
+                choices = parse_choices(q)
+                scores = [self.grade(o, gold, choices, t)[1] for o, t in zip(outs, cut, strict=True)]
+                scored[key] = sum(scores) / len(scores)
+            self.blind.update(scored)
+            if self.blind_cache is not None and scored:
+                self.blind_cache.parent.mkdir(parents=True, exist_ok=True)
+                with self.blind_cache.open("a") as f:
+                    f.writelines(json.dumps({"key": k, "accuracy": a}) + "\n" for k, a in scored.items())
+        return [self.blind.get(self._key(q, g), 0.0) for q, g in zip(question, answer, strict=True)]
+
+    def _explain(self, errors: dict[int, str]) -> None:
+        """Log each kind of reasoner failure once (the counters carry the rest)."""
+        for error in errors.values():
+            kind = error.split(":", 1)[0]
+            if kind in self._explained:
+                continue
+            self._explained.add(kind)
+            hint = ""
+            if " 4" in kind:
+                hint = (
+                    " 4xx answers are final (not retried). A prompt over the reasoner's context length: raise the "
+                    "server's --max-model-len or lower max_completion_length / reasoner_max_tokens."
+                )
+            logger.warning(
+                "%s: a caption's reasoner request failed for good (%s); such captions score 0 and count in "
+                "%s/failed, the run goes on up to reasoner_max_failed_fraction=%s.%s Further %s failures are "
+                "only counted.",
+                self.__name__, error, self.__name__, self.max_failed_fraction, hint, kind,
+            )  # fmt: skip
+
+    def _audit(self, records: list[dict], step: int | None) -> None:
+        """Append this call's share of the step's audit records (flushed per call: a crash loses at
+        most the batch being scored)."""
+        if self.audit_dir is None or self.audit_captions == 0:
             return
+        from accelerate import PartialState
+
         if self.audit_path is None:
             self.audit_dir.mkdir(parents=True, exist_ok=True)
             self.audit_path = self.audit_dir / f"{self.__name__}-rank{_process_index()}.jsonl"
-        # Appended and flushed per call: a crash loses at most the batch being scored.
-        with self.audit_path.open("a") as f:
-            for i, record in enumerate(records):
-                f.write(json.dumps({"step": step, "call": self.calls, "index": i, **record}) + "\n")
+        if self._audited["step"] != step:
+            self._audited = {"step": step, "kept": 0, "flagged": 0}
+        share = -(-self.audit_captions // PartialState().num_processes) if self.audit_captions > 0 else None
+        kept = []
+        for i, record in enumerate(records):
+            if share is None or self._audited["kept"] < share:
+                self._audited["kept"] += 1
+            elif (record["leak"] or record["failed"]) and self._audited["flagged"] < share:
+                self._audited["flagged"] += 1
+            else:
+                continue
+            kept.append({"step": step, "call": self.calls, "rank": _process_index(), "index": i, **record})
+        if kept:
+            with self.audit_path.open("a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
 
     def close(self) -> None:
         if self._reasoner is not None:
@@ -177,7 +349,7 @@ class CaptionReward:
             self._reasoner = None
 
 
-def answer_accuracy(completions, answer, question=None, **kwargs) -> list[float]:
+def answer_accuracy(completions, answer, question=None, grader: str = "default", **kwargs) -> list[float]:
     """1.0 when the policy's own last ``\\boxed{}`` grades equal to the gold answer (CRO-GRPO stage).
 
     >>> answer_accuracy([[{"role": "assistant", "content": "so \\\\boxed{3}"}], "\\\\boxed{4}"], ["3", "3"])
@@ -185,7 +357,7 @@ def answer_accuracy(completions, answer, question=None, **kwargs) -> list[float]
     """
     questions = question or [""] * len(completions)
     return [
-        grade(completion_text(c), str(gold), parse_choices(q))[1]
+        GRADERS[grader](completion_text(c), str(gold), parse_choices(q))[1]
         for c, gold, q in zip(completions, answer, questions, strict=True)
     ]
 
@@ -195,16 +367,47 @@ def boxed_format(completions, **kwargs) -> list[float]:
     return [float(extract_answer(completion_text(c)) is not None) for c in completions]
 
 
+def caption_leak_penalty(completions, question, answer, **kwargs) -> list[float]:
+    """-1.0 for a caption that states the gold answer as an answer (:func:`racro_trl.grading.caption_leak`),
+    else 0.0. Opt-in: add it to reward_funcs with a weight in reward_weights, e.g. [1.0, 0.5].
+
+    >>> caption_leak_penalty(["Five dots. The answer is 5.", "Five dots."], ["How many?"] * 2, ["5", "5"])
+    [-1.0, 0.0]
+    """
+    return [
+        -1.0 if caption_leak(completion_text(c), str(gold), parse_choices(q)) else 0.0
+        for c, q, gold in zip(completions, question, answer, strict=True)
+    ]
+
+
+def _named(func: Callable, name: str, **fixed) -> Callable:
+    """``func`` with ``fixed`` keyword arguments, logged under ``name`` (TRL logs ``__name__``)."""
+
+    def bound(*args, **kwargs):
+        return func(*args, **fixed, **kwargs)
+
+    bound.__name__ = name
+    return bound
+
+
+# The rewards that call the reasoner (they take the reasoner_* settings; use one of them per run).
+REASONER_REWARDS = ("caption_reasoner", "caption_gain")
+
 # name -> builder(script_args, output_dir) -> reward callable
 REWARD_FUNCS: dict[str, Callable] = {
     "caption_reasoner": lambda args, output_dir: caption_reward_from_args(args, output_dir),
-    "answer_accuracy": lambda args, output_dir: answer_accuracy,
+    "caption_gain": lambda args, output_dir: caption_reward_from_args(args, output_dir, gain=True),
+    "caption_leak_penalty": lambda args, output_dir: caption_leak_penalty,
+    "answer_accuracy": lambda args, output_dir: _named(
+        answer_accuracy, "answer_accuracy", grader=getattr(args, "grader", "default")
+    ),
     "boxed_format": lambda args, output_dir: boxed_format,
 }
 
 
-def caption_reward_from_args(args, output_dir: str | None) -> CaptionReward:
-    """The CRO reward configured by the ``reasoner_*`` script arguments (reasoner built lazily)."""
+def caption_reward_from_args(args, output_dir: str | None, gain: bool = False) -> CaptionReward:
+    """The CRO reward configured by the ``reasoner_*`` script arguments (reasoner built lazily);
+    ``gain``: the caption-gain variant, logged as ``caption_gain``."""
     from .reasoners import build_reasoner
 
     def factory() -> Reasoner:
@@ -218,11 +421,24 @@ def caption_reward_from_args(args, output_dir: str | None) -> CaptionReward:
         max_tokens=args.reasoner_max_tokens,
         seed=args.reasoner_seed,
     )
+    name = "caption_gain" if gain else "caption_reasoner"
     audit_dir = Path(output_dir) / "audit" if (args.reward_audit and output_dir) else None
+    blind_cache = (
+        Path(output_dir) / f"blind_accuracy-rank{_process_index()}.jsonl" if (gain and output_dir) else None
+    )
     # A server client costs nothing to make: connect now, so a wrong URL fails before the policy loads.
     reasoner = factory() if args.reasoner_backend == "openai" else factory
     return CaptionReward(
-        reasoner, num_samples=args.reasoner_num_samples, sampling=sampling, audit_dir=audit_dir
+        reasoner,
+        num_samples=args.reasoner_num_samples,
+        sampling=sampling,
+        audit_dir=audit_dir,
+        audit_captions=args.reward_audit_captions,
+        grader=args.grader,
+        max_failed_fraction=args.reasoner_max_failed_fraction,
+        blind_samples=args.reasoner_blind_samples if gain else 0,
+        blind_cache=blind_cache,
+        name=name,
     )
 
 

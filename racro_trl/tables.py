@@ -38,6 +38,12 @@ class CaptionTableCallback(TrainerCallback):
         for r in sample:
             image = wandb.Image(r["image"]) if r["image"] is not None else None
             table.add_data(
-                r["step"], image, r["question"], r["caption"], str(r["extracted"][0]), r["gold"], r["reward"]
+                r["step"],
+                image,
+                r["question"],
+                r["caption"],
+                str((r["extracted"] or [None])[0]),
+                r["gold"],
+                r["reward"],
             )
         wandb.log({"caption_table": table}, commit=False)

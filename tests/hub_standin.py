@@ -5,43 +5,23 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from standin import JSONHandler, StandIn
 
 TOKEN = "hf_standinToken"
 
 
-class HubStandIn:
+class HubStandIn(StandIn):
     def __init__(self):
         self.files: dict[str, dict[str, bytes]] = {}  # repo -> path -> content
         self.requests: list[str] = []
         self.private: dict[str, bool] = {}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
+        super().__init__()
 
     def _handler(self):
         hub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, status: int, body: dict | None = None):
-                data = json.dumps(body or {}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JSONHandler):
             def _authorized(self) -> bool:
                 if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                     self._reply(401, {"error": "Invalid credentials in Authorization header"})

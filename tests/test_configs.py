@@ -87,7 +87,7 @@ def test_unknown_yaml_key_fails(tmp_path):
         ({"reasoner_backend": "sglang"}, "reasoner_backend must be one of"),
         (
             {"reward_funcs": ["caption_reward"]},
-            "valid names: answer_accuracy, boxed_format, caption_reasoner",
+            "valid names: answer_accuracy, boxed_format, caption_gain, caption_leak_penalty, caption_reasoner",
         ),
         ({"prompt_format": "qa_cot"}, "use reward_funcs: \\[answer_accuracy\\]"),
         ({"prompt_format": "describe"}, "prompt_format must be one of"),

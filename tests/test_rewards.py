@@ -68,8 +68,10 @@ def test_one_backend_call_per_reward_call_and_prompts(vllm_reasoner, tmp_path):
     assert len(records) == 12
     for record, r in zip(records, rewards, strict=True):
         assert set(record) >= {
+            "question",
             "caption",
-            "reasoner_prompt",
+            "leak",
+            "failed",
             "reasoner_outputs",
             "extracted",
             "gold",
@@ -139,7 +141,12 @@ def test_registry_and_policy_side_rewards():
     assert answer_accuracy(completions, ["B", "B"], ["Which?\nA. x\nB. y", "q"]) == [1.0, 0.0]
     assert boxed_format(completions) == [1.0, 0.0]
     funcs = get_reward_funcs(["answer_accuracy", "racro_trl.rewards.boxed_format"], None, None)
-    assert funcs == [answer_accuracy, boxed_format]
+    assert funcs[0].__name__ == "answer_accuracy" and funcs[1] is boxed_format
+    assert funcs[0](completions, ["B", "B"], ["Which?\nA. x\nB. y", "q"]) == [1.0, 0.0]
+    # the strict grader (the original reward) takes the last box of the whole output, thinking included
+    strict = get_reward_funcs(["answer_accuracy"], type("Args", (), {"grader": "strict"}), None)[0]
+    cut = [[{"role": "assistant", "content": "<think>so \\boxed{B} unless"}]]
+    assert strict(cut, ["B"], ["q"]) == [1.0] and funcs[0](cut, ["B"], ["q"]) == [0.0]
     with pytest.raises(ValueError, match="valid names"):
         get_reward_funcs(["nope"], None, None)
     with pytest.raises(ValueError, match="could not be imported"):
