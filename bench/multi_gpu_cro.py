@@ -35,22 +35,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 REPO = Path(__file__).resolve().parents[1]
 
 
-def wait_healthy(url: str, server: subprocess.Popen, log: Path, seconds: int = 600) -> None:
-    import httpx
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"server exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(3)
-    raise SystemExit(f"server not healthy:\n{log.read_text()[-3000:]}")
-
-
 def metric(text: str, name: str) -> float:
     """Sum of a Prometheus metric's samples (all label sets)."""
     return sum(float(m) for m in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
@@ -183,6 +167,8 @@ def main() -> None:
     )
     url = f"http://127.0.0.1:{args.port}"
     sampler = Sampler(url)
+    from shapes import wait_healthy
+
     try:
         start = time.perf_counter()
         wait_healthy(url, server, log)

@@ -86,8 +86,11 @@ def reasoner_dir(path: str | Path) -> Path:
     return path
 
 
-def policy_dir(path: str | Path, text=QWEN25_VL_3B_TEXT, vision=QWEN25_VL_3B_VISION, seed: int = 0) -> Path:
-    """A Qwen2.5-VL (3B shape by default) with random bf16 weights saved, and its processor."""
+def policy_dir(
+    path: str | Path, text=QWEN25_VL_3B_TEXT, vision=QWEN25_VL_3B_VISION, seed: int = 0, weights: bool = True
+) -> Path:
+    """A Qwen2.5-VL (3B shape by default) with random bf16 weights saved, and its processor;
+    ``weights=False``: the config and processor only (for vLLM's load_format='dummy')."""
     import torch
     from transformers import (
         Qwen2_5_VLConfig,
@@ -107,15 +110,19 @@ def policy_dir(path: str | Path, text=QWEN25_VL_3B_TEXT, vision=QWEN25_VL_3B_VIS
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True,
     )  # fmt: skip
-    torch.manual_seed(seed)
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(path)
-    del model
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()  # the caller starts vLLM engines / training on this GPU next
+    if weights:
+        torch.manual_seed(seed)
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
+        model.generation_config.eos_token_id = ids["<|im_end|>"]
+        model.generation_config.pad_token_id = tok.pad_token_id
+        model.save_pretrained(path)
+        del model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the caller starts vLLM engines / training on this GPU next
+    else:
+        config.architectures = ["Qwen2_5_VLForConditionalGeneration"]  # vLLM picks its runner from it
+        config.save_pretrained(path)
     processor = Qwen2_5_VLProcessor(
         # The bounds of Qwen/Qwen2.5-VL-*-Instruct's preprocessor_config.json, with which vLLM resizes.
         image_processor=Qwen2VLImageProcessor(min_pixels=3136, max_pixels=12845056),
@@ -125,3 +132,22 @@ def policy_dir(path: str | Path, text=QWEN25_VL_3B_TEXT, vision=QWEN25_VL_3B_VIS
     )
     processor.save_pretrained(path)
     return path
+
+
+def wait_healthy(url: str, server, log: Path, seconds: int = 600) -> None:
+    """Wait until a server subprocess answers ``url/health``; exit with the end of its log if it dies or never does."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"server exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(3)
+    raise SystemExit(f"server not healthy:\n{log.read_text()[-3000:]}")

@@ -125,11 +125,21 @@ def _eval(args) -> None:
         (f"{r}|{args.reasoner_model}" if args.reasoner_model else r, lambda r=r: _reasoner(args, r))
         for r in args.reasoner
     ]
+    judge = None
+    if args.judge_url:
+        import os
+
+        from .judge import AnswerJudge
+
+        # connect now: a wrong judge URL fails before any model loads
+        judge = AnswerJudge(args.judge_url, args.judge_model, api_key=os.environ.get(args.judge_api_key_env))
+    judged = [b.strip() for b in args.judge_benchmarks.split(",")] if args.judge_benchmarks else None
     mllm_sampling, joint_sampling = _samplings(args)
     evaluate_many(
         _mllm(args), reasoners, benchmarks, args.out, mllm_sampling=mllm_sampling,
         joint_sampling=joint_sampling, mode=args.mode, mllm_name=args.mllm, limit=args.limit,
-        batch_size=args.batch_size, flat=bool(args.benchmark) and len(reasoners) == 1,
+        batch_size=args.batch_size, flat=bool(args.benchmark) and len(reasoners) == 1, judge=judge,
+        judge_benchmarks=judged,
     )  # fmt: skip
     print((Path(args.out) / "results_table.md").read_text())  # evaluate_many logged each run's line
     print(f"results in {args.out} (results_table.md/.csv/.png)")
@@ -286,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Each stage is cached in --out: an interrupted run resumes, and a new reasoner re-runs "
         "stage 3 only. With several benchmarks and reasoners (--benchmarks, --reasoner repeated) stages 1-2 "
         "run once per benchmark and stage 3 once per reasoner; results_table.md/.csv/.png hold the paper's "
-        "layout. Scoring is rule-based (boxed answer, choice letter, math-verify), not a GPT judge.",
+        "layout. Scoring is rule-based (boxed answer, choice letter, math-verify) unless --judge-url is given: "
+        "then an LLM judge extracts the answers, and those scores are marked judge:<model>, in rows of their own.",
     )
     p.add_argument(
         "--benchmark", help="one benchmark: a name for the reports, e.g. MathVista_MINI (with --data)"
@@ -307,6 +318,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["full", "caption-only", "mllm-only"], default="full")
     p.add_argument("--limit", type=int, help="only the first N rows")
     p.add_argument("--batch-size", type=int, default=64, help="rows per stage batch (and per cache flush)")
+    p.add_argument(
+        "--judge-url",
+        help="OpenAI-compatible URL of an LLM judge that extracts the final answers, as VLMEvalKit's GPT judge "
+        "does (e.g. https://api.openai.com/v1); off by default",
+    )
+    p.add_argument(
+        "--judge-model", help="the judge model, e.g. gpt-4o-mini (default: the first the server lists)"
+    )
+    p.add_argument(
+        "--judge-api-key-env", default="JUDGE_API_KEY", help="environment variable holding the judge's key"
+    )
+    p.add_argument("--judge-benchmarks", help="comma-separated: judge only these (default: every benchmark)")
     _add_model_flags(p, several_reasoners=True)
     p.set_defaults(func=_eval)
 

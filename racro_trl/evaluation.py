@@ -3,7 +3,8 @@
 Each stage's outputs go to a JSONL file in the output folder, appended batch by batch, so an
 interrupted run resumes where it stopped; the stage-3 file is keyed by the reasoner, so changing
 the reasoner re-runs stage 3 only. Scores are rule-based (last ``\\boxed{}``, choice letter or
-option text, math-verify), not VLMEvalKit's GPT judge: see README ("Evaluation").
+option text, math-verify); an LLM judge can extract the answers instead (:mod:`racro_trl.judge`,
+opt-in), and its scores are marked ``judge:<model>``: see README ("Evaluation").
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from .grading import choice_letter, extract_answer, is_equivalent
+from .grading import choice_letter, extract_answer, is_equivalent, strip_thinking
 from .pipeline import Item, RacroPipeline
 
 logger = logging.getLogger(__name__)
@@ -97,9 +98,11 @@ def decode_images(row: dict, root: Path | None = None) -> list:
 
 def score(output: str | None, row: dict) -> tuple[str | None, bool]:
     """(extracted answer, correct) for a model output against the row's answer."""
-    if not output:
-        return None, False
-    pred = extract_answer(output)
+    return score_answer(extract_answer(output) if output else None, row)
+
+
+def score_answer(pred: str | None, row: dict) -> tuple[str | None, bool]:
+    """(answer, correct) for an extracted answer (by rule or by a judge) against the row's answer."""
     gold, choices = row["answer"], choices_of(row)
     if pred is None:
         return None, False
@@ -181,8 +184,12 @@ def evaluate(
     limit: int | None = None,
     batch_size: int = 64,
     report_name: str | None = None,
+    judge=None,
 ) -> dict:
     """Run (or resume) a benchmark and write results; returns the summary.
+
+    ``judge``: an :class:`racro_trl.judge.AnswerJudge` that extracts the final answers (cached in
+    ``judge_*.jsonl``); the summary's ``scoring`` is then ``judge:<model>``, else ``rule``.
 
     Writes in ``out``: ``stage1_*.jsonl``, ``stage2_*.jsonl``, ``stage3_*.jsonl`` (caches), and under
     ``report_name`` (default ``{benchmark}_{mode}``): ``_results.jsonl`` (per sample),
@@ -235,10 +242,13 @@ def evaluate(
     else:
         finals = stage1.outputs
 
+    judged = (
+        _judge(judge, out, by_index, finals, mode, mllm_name, reasoner_name, batch_size) if judge else None
+    )
     results = []
     for index, row in by_index.items():
         output = finals.get(index)
-        pred, correct = score(output, row)
+        pred, correct = score(output, row) if judged is None else score_answer(judged.get(index), row)
         results.append(
             {
                 "index": index,
@@ -257,11 +267,38 @@ def evaluate(
     summary |= {
         "mllm": mllm_name,
         "reasoner": reasoner_name if mode != "mllm-only" else "-",
-        "scoring": "rule",
+        "scoring": f"judge:{judge.model}" if judge else "rule",
         "computed": computed,
     }
     write_reports(results, summary, out / (report_name or f"{benchmark}_{mode}"))
     return summary
+
+
+def _judge(
+    judge, out: Path, rows: dict, finals: dict, mode: str, mllm_name: str, reasoner_name: str, batch_size: int
+) -> dict:
+    """The judge's extracted answer per sample index (asked once per sample, cached); an output cut
+    off inside its thinking has no answer and is not sent."""
+    from tqdm import tqdm
+
+    from .judge import JudgeCache
+
+    cache = JudgeCache(out / f"judge_{mode}_{_slug(mllm_name, reasoner_name, judge.model)}.jsonl")
+    responses = {i: strip_thinking(finals[i]).strip() for i in rows if finals.get(i)}
+    todo = [i for i, text in responses.items() if text and i not in cache.answers]
+    bar = tqdm(total=len(todo), desc="judge", unit="sample", disable=not todo)
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        try:
+            answers = judge.extract_many([(build_question(rows[i]), responses[i]) for i in batch])
+        except Exception as error:  # after the client's retries: stop, the answers so far are kept
+            raise BenchmarkError(
+                f"the judge at {judge.url} failed ({type(error).__name__}: {error})"
+            ) from error
+        cache.add(batch, answers)
+        bar.update(len(batch))
+    bar.close()
+    return {i: cache.answers.get(i) for i in responses}
 
 
 def summarize(results: list[dict], benchmark: str, mode: str) -> dict:
@@ -300,7 +337,12 @@ def write_reports(results: list[dict], summary: dict, stem: Path) -> None:
         "| --- | ---: | ---: |",
         *(f"| {name} | {n} | {acc:.2f} |" for name, n, acc in rows),
         "",
-        f"Failed samples (counted as wrong): {summary['failed']}. Scoring: rule-based (boxed answer, choice letter, math-verify).",
+        f"Failed samples (counted as wrong): {summary['failed']}. Scoring: "
+        + (
+            "rule-based (boxed answer, choice letter, math-verify)."
+            if summary["scoring"] == "rule"
+            else f"answers extracted by the LLM judge {summary['scoring'][6:]}, then graded by rule."
+        ),
     ]
     stem.with_name(stem.name + "_summary.md").write_text("\n".join(lines) + "\n")
     bar_chart(
@@ -338,6 +380,8 @@ def evaluate_many(
     batch_size: int = 64,
     close_reasoners: bool = True,
     flat: bool = False,
+    judge=None,
+    judge_benchmarks: list[str] | None = None,
 ) -> list[dict]:
     """Every benchmark with every reasoner, then the table of all of them (:mod:`racro_trl.results`).
 
@@ -347,7 +391,7 @@ def evaluate_many(
     captioner) the first reasoner fills and the others reuse: stages 1-2 run once per captioner,
     stage 3 once per reasoner. ``flat`` (one benchmark, one reasoner): ``out`` itself and reports
     named ``{benchmark}_{mode}``, as :func:`evaluate` writes them. Returns the summaries, each with
-    its ``computed`` counts.
+    its ``computed`` counts. ``judge`` extracts the answers of ``judge_benchmarks`` (None: all).
     """
     if flat and len(benchmarks) * len(reasoners) != 1:
         raise BenchmarkError("a flat output folder holds one benchmark with one reasoner")
@@ -360,15 +404,19 @@ def evaluate_many(
         pipeline = RacroPipeline(mllm, reasoner, mllm_sampling, joint_sampling)
         try:
             for benchmark, data in benchmarks:
+                judged = (
+                    judge if judge and (judge_benchmarks is None or benchmark in judge_benchmarks) else None
+                )
+                name = f"{benchmark}_{mode}" if flat else f"{benchmark}_{mode}_{_slug(reasoner_name)}"
                 summary = evaluate(
                     pipeline, benchmark, data, out if flat else out / benchmark, mode=mode,
                     mllm_name=mllm_name, reasoner_name=reasoner_name, limit=limit, batch_size=batch_size,
-                    report_name=None if flat else f"{benchmark}_{mode}_{_slug(reasoner_name)}",
+                    report_name=name + (f"_judge-{_slug(judged.model)}" if judged else ""), judge=judged,
                 )  # fmt: skip
                 logger.info(
-                    "%s (%s, %s): %.2f%% of %d, %d failed; computed %s",
-                    benchmark, mode, reasoner_name, summary["accuracy"], summary["samples"], summary["failed"],
-                    summary["computed"],
+                    "%s (%s, %s, %s): %.2f%% of %d, %d failed; computed %s",
+                    benchmark, mode, reasoner_name, summary["scoring"], summary["accuracy"], summary["samples"],
+                    summary["failed"], summary["computed"],
                 )  # fmt: skip
                 summaries.append(summary)
         finally:

@@ -50,6 +50,7 @@ class VLLMMLLM:
         max_model_len: int | None = None,
         enforce_eager: bool = False,
         seed: int = 0,
+        **engine_kwargs,
     ):
         from transformers import AutoProcessor
         from vllm import LLM
@@ -66,7 +67,9 @@ class VLLMMLLM:
             max_model_len=max_model_len,
             enforce_eager=enforce_eager,
             seed=seed,
+            **engine_kwargs,
         )
+        self.extra_sampling: dict = {}  # more SamplingParams for every request (benchmarks)
 
     def generate(self, conversations: list[list[dict]], images: list[list], sampling: Sampling) -> list[str]:
         from vllm import SamplingParams
@@ -79,7 +82,10 @@ class VLLMMLLM:
             for c, imgs in zip(conversations, images, strict=True)
         ]
         params = SamplingParams(
-            temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            **self.extra_sampling,
         )
         return [out.outputs[0].text for out in self.llm.generate(requests, params, use_tqdm=False)]
 

@@ -27,10 +27,16 @@ def collect_summaries(folders: list[str | Path]) -> list[dict]:
             raise FileNotFoundError(f"{folder} holds no *_summary.json (is it a racro eval --out folder?)")
         for path in files:
             summary = json.loads(path.read_text())
-            key = (summary["mllm"], summary["reasoner"], summary["mode"], summary["benchmark"])
+            key = (
+                summary["mllm"],
+                summary["reasoner"],
+                summary["mode"],
+                summary.get("scoring", "rule"),
+                summary["benchmark"],
+            )
             if key in found:
                 logger.warning(
-                    "%s replaces %s (same captioner, reasoner, mode, benchmark)", path, found[key][0]
+                    "%s replaces %s (same captioner, reasoner, mode, scoring, benchmark)", path, found[key][0]
                 )
             found[key] = (path, summary)
     return [summary for _, summary in found.values()]
@@ -42,26 +48,26 @@ def _columns(summaries: list[dict]) -> list[str]:
 
 
 def table_rows(summaries: list[dict]) -> tuple[list[str], list[dict]]:
-    """The benchmark columns, and per (captioner, reasoner, mode) its accuracies, average and scoring."""
+    """The benchmark columns, and per (captioner, reasoner, mode, scoring) its accuracies and average:
+    rule-based and judged scores are rows of their own, never averaged together."""
     columns = _columns(summaries)
     rows: dict[tuple, dict] = {}
     for s in summaries:
+        scoring = s.get("scoring", "rule")
         row = rows.setdefault(
-            (s["mllm"], s["reasoner"], s["mode"]),
+            (s["mllm"], s["reasoner"], s["mode"], scoring),
             {
                 "captioner": s["mllm"],
                 "reasoner": s["reasoner"],
                 "mode": s["mode"],
                 "scores": {},
-                "scoring": set(),
+                "scoring": scoring,
             },
         )
         row["scores"][s["benchmark"]] = s["accuracy"]
-        row["scoring"].add(s.get("scoring", "rule"))
     for row in rows.values():
         row["average"] = sum(row["scores"].values()) / len(row["scores"])
         row["complete"] = set(row["scores"]) == set(columns)
-        row["scoring"] = "+".join(sorted(row["scoring"]))
     return columns, list(rows.values())
 
 
@@ -83,7 +89,8 @@ def write_table(summaries: list[dict], out: str | Path, title: str = "Accuracy (
             + f" | {average(row)} | {row['scoring']} |"
         )
     notes = ["", "`*`: averaged over the benchmarks the row has. Scoring `rule`: boxed answer, choice "
-             "letter or option text, math-verify (no GPT judge)."]  # fmt: skip
+             "letter or option text, math-verify (no judge); `judge:<model>`: answers extracted by that LLM judge, "
+             "then graded by the same rules (rows of their own)."]  # fmt: skip
     md = out / "results_table.md"
     md.write_text("\n".join([f"## {title}", "", *lines, *notes]) + "\n")
     with (out / "results_table.csv").open("w", newline="") as f:
@@ -109,7 +116,8 @@ def grouped_bars(columns: list[str], rows: list[dict], path: Path, title: str) -
     for i, row in enumerate(rows):
         values = [row["scores"].get(b, 0.0) for b in columns] + [row["average"]]
         xs = [g + (i - (len(rows) - 1) / 2) * width for g in range(len(groups))]
-        label = f"{Path(row['captioner']).name} + {Path(row['reasoner']).name} ({row['mode']})"
+        judged = "" if row["scoring"] == "rule" else ", judged"
+        label = f"{Path(row['captioner']).name} + {Path(row['reasoner']).name} ({row['mode']}{judged})"
         ax.bar(xs, values, width, label=label[:60])
     ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=8)
     ax.set(ylabel="accuracy (%)", ylim=(0, 100), title=title)
