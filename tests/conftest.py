@@ -25,14 +25,15 @@ PYTHON = sys.executable
 # `make test` runs two pytest-xdist workers, one test file at a time each (`--dist loadfile`: the
 # module-scoped runs and engines stay on one worker), the longest files first.
 LONGEST_FIRST = [
-    "test_learning", "test_control", "test_zero3", "test_training_ops", "test_train", "test_hub",
-    "test_handoff", "test_evaluation", "test_openai_backend", "test_wandb", "test_prepare", "test_rewards",
+    "test_control", "test_training_ops", "test_learning", "test_train", "test_zero3", "test_hub",
+    "test_handoff", "test_evaluation", "test_reasoner_outage", "test_openai_backend", "test_wandb",
+    "test_reward_integrity", "test_prepare", "test_rewards", "test_judge",
 ]  # fmt: skip
 
 
 def pytest_configure(config):
     """Under xdist the tiny models are built here, once, before the workers start, and shared through
-    RACRO_TINY_MODELS. (Measured on 2 cores: the workers as they are, each process with every core,
+    RACRO_TINY_MODELS; the reader's server starts here too (RACRO_READER_URL). (Measured on 2 cores: the workers as they are, each process with every core,
     ran the suite in 16 min; one thread per process, or one core per worker, took longer; building
     the colour task's models beside the first tests doubled the build's CPU time.)"""
     if getattr(config.option, "numprocesses", None) and not os.environ.get("RACRO_TINY_MODELS"):
@@ -43,8 +44,15 @@ def pytest_configure(config):
 
         shared = tempfile.mkdtemp(prefix="racro-tiny-")
         config.add_cleanup(lambda: shutil.rmtree(shared, ignore_errors=True))
-        build_tiny_models(shared)
+        models = build_tiny_models(shared)
         os.environ["RACRO_TINY_MODELS"] = shared
+        # One reader server for both workers (each would start its own: ~1 CPU-minute), started now and
+        # awaited by the first test that needs it (reader_server).
+        if not os.environ.get("RACRO_READER_URL"):
+            log = Path(shared) / "server.log"
+            server, url = start_server(reader_command(models["reader"]), log)
+            config.add_cleanup(lambda: stop_server(server))
+            os.environ["RACRO_READER_URL"], os.environ["RACRO_READER_LOG"] = url + "/v1", str(log)
 
 
 def pytest_collection_modifyitems(items):
@@ -82,11 +90,8 @@ def colour_data() -> Path:
     return path
 
 
-@contextlib.contextmanager
-def vllm_server(command: list[str], log: Path, env: dict | None = None, timeout: int = 300):
-    """Run a vLLM server command (it gets ``--host 127.0.0.1 --port <free>``) until ``/health`` answers;
-    yields its base URL and stops it afterwards. A server that dies or never answers fails the test
-    with the end of its log."""
+def start_server(command: list[str], log: Path, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Start a vLLM server command (it gets ``--host 127.0.0.1 --port <free>``): (process, base URL)."""
     port = free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})}
     with log.open("w") as out:
@@ -97,41 +102,69 @@ def vllm_server(command: list[str], log: Path, env: dict | None = None, timeout:
             cwd=REPO,
             env=env,
         )
-    url = f"http://127.0.0.1:{port}"
+    return server, f"http://127.0.0.1:{port}"
+
+
+def wait_healthy(url: str, log: Path, server: subprocess.Popen | None = None, timeout: int = 300) -> None:
+    """Wait until ``url/health`` answers; a server that dies or never answers fails the test with the
+    end of its log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server is not None and server.poll() is not None:
+            pytest.fail(f"server {url} exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"server {url} not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
+        time.sleep(2)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"{command[:4]} exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{command[:4]} not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
-            time.sleep(2)
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+@contextlib.contextmanager
+def vllm_server(command: list[str], log: Path, env: dict | None = None, timeout: int = 300):
+    """Run a vLLM server command until ``/health`` answers; yields its base URL and stops it afterwards."""
+    server, url = start_server(command, log, env)
+    try:
+        wait_healthy(url, log, server, timeout)
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
 
 
-@pytest.fixture(scope="session")
-def reader_server(colour_models, tmp_path_factory):
-    """A real vLLM OpenAI-compatible server (CPU) of the reader, served as ``tiny-reader`` on 127.0.0.1
-    (vllm-cpu's own `vllm` script cannot start; the module can). Yields its ``/v1`` URL."""
-    command = [
-        PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(colour_models["reader"]),
-        "--served-model-name", "tiny-reader", "--max-model-len", "1024", "--enforce-eager", "--dtype", "float32",
+def reader_command(reader: Path) -> list[str]:
+    """A real vLLM OpenAI-compatible server (CPU) of the reader, served as ``tiny-reader`` (vllm-cpu's
+    own `vllm` script cannot start; the module can)."""
+    return [
+        PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(reader), "--served-model-name",
+        "tiny-reader", "--max-model-len", "1024", "--enforce-eager", "--dtype", "float32",
         # vllm-cpu fails a seeded request whose prefill is chunked ("CPU Generator does not use offset"):
         # a budget above one step's 32 requests x ~120 tokens keeps every prefill whole.
         "--max-num-batched-tokens", "16384",
     ]  # fmt: skip
-    with vllm_server(command, tmp_path_factory.mktemp("server") / "server.log") as url:
+
+
+@pytest.fixture(scope="session")
+def reader_server(colour_models, tmp_path_factory):
+    """The ``/v1`` URL of the reader's server on 127.0.0.1: the one `make test` starts for both workers
+    (RACRO_READER_URL), else one for this session."""
+    if os.environ.get("RACRO_READER_URL"):
+        url = os.environ["RACRO_READER_URL"]
+        wait_healthy(url.removesuffix("/v1"), Path(os.environ.get("RACRO_READER_LOG", "/dev/null")))
+        yield url
+        return
+    with vllm_server(
+        reader_command(colour_models["reader"]), tmp_path_factory.mktemp("server") / "server.log"
+    ) as url:
         yield url + "/v1"
 
 
