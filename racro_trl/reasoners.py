@@ -200,9 +200,9 @@ class VLLMReasoner:
 
 def request_timeout(max_tokens: int) -> float:
     """Seconds one non-streamed request may take: 60 s plus 4 tokens a second for the longest answer
-    allowed (8192 tokens: about 35 min). At 512 requests in flight an H100 server writes an
-    8192-token answer in about 600 s (BENCHMARKS.md), so a busy server is never cut off while a
-    dead one is still noticed.
+    allowed (8192 tokens: about 35 min). An H100 serving the R1-Distill-7B shape with 1024 requests
+    in flight gave each about 10 tokens a second (BENCHMARKS.md: an 8192-token answer in ~14 min),
+    so a busy server is not cut off while a dead one is still noticed.
 
     >>> request_timeout(8192), request_timeout(8)
     (2108.0, 62.0)
