@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from .report import reward_table
+from .rewards import REASONER_REWARDS
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def model_card(
         "",
         f"- **Stage**: {stage}",
         f"- **Base model**: {model_args.model_name_or_path}",
-        f"- **Reasoner**: {reasoner if {'caption_reasoner', 'caption_gain'} & set(script_args.reward_funcs) else 'none (answer reward)'}",
+        f"- **Reasoner**: {reasoner if set(REASONER_REWARDS) & set(script_args.reward_funcs) else 'none (answer reward)'}",
         f"- **Dataset**: {script_args.dataset_name}",
         f"- **Rewards**: {', '.join(script_args.reward_funcs)}",
         f"- **Steps**: {steps[-1]['step'] if steps else 0}; learning rate {training_args.learning_rate}, "

@@ -251,8 +251,10 @@ class CROScriptArguments(trl.ScriptArguments):
 
 def validate_run(script_args: CROScriptArguments, training_args, num_processes: int) -> None:
     """Checks that need GRPOConfig and the launch too; raise with the fix in the message."""
+    from .rewards import REASONER_REWARDS
+
     if (
-        any(name in script_args.reward_funcs for name in ("caption_reasoner", "caption_gain"))
+        any(name in script_args.reward_funcs for name in REASONER_REWARDS)
         and script_args.reasoner_backend == "vllm"
         and num_processes > 1
         and script_args.reasoner_tensor_parallel_size > 1

@@ -122,11 +122,12 @@ def _slug(*parts: str) -> str:
 
 
 class StageCache:
-    """One stage's outputs: ``{"index", "output"}`` per line, appended and flushed per batch."""
+    """One stage's outputs (or the judge's extracted answers): ``{"index", "output"}`` per line,
+    appended and flushed per batch."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.outputs: dict[str, str] = {}
+        self.outputs: dict[str, str | None] = {}
         if path.exists():
             for line in path.read_text().splitlines():
                 if line.strip():
@@ -277,28 +278,24 @@ def evaluate(
 def _judge(
     judge, out: Path, rows: dict, finals: dict, mode: str, mllm_name: str, reasoner_name: str, batch_size: int
 ) -> dict:
-    """The judge's extracted answer per sample index (asked once per sample, cached); an output cut
-    off inside its thinking has no answer and is not sent."""
-    from tqdm import tqdm
+    """The judge's extracted answer per sample index, asked once per sample (a stage cache of its
+    own); an output cut off inside its thinking has no answer and is not sent. A judge that still
+    fails after the client's retries stops the run (its answers so far are kept)."""
+    from .reasoners import ReasonerError
 
-    from .judge import JudgeCache
-
-    cache = JudgeCache(out / f"judge_{mode}_{_slug(mllm_name, reasoner_name, judge.model)}.jsonl")
+    cache = StageCache(out / f"judge_{mode}_{_slug(mllm_name, reasoner_name, judge.model)}.jsonl")
     responses = {i: strip_thinking(finals[i]).strip() for i in rows if finals.get(i)}
-    todo = [i for i, text in responses.items() if text and i not in cache.answers]
-    bar = tqdm(total=len(todo), desc="judge", unit="sample", disable=not todo)
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
+
+    def extract(batch: list[str]) -> list[str | None]:
         try:
-            answers = judge.extract_many([(build_question(rows[i]), responses[i]) for i in batch])
-        except Exception as error:  # after the client's retries: stop, the answers so far are kept
-            raise BenchmarkError(
+            return judge.extract_many([(build_question(rows[i]), responses[i]) for i in batch])
+        except Exception as error:
+            raise ReasonerError(
                 f"the judge at {judge.url} failed ({type(error).__name__}: {error})"
             ) from error
-        cache.add(batch, answers)
-        bar.update(len(batch))
-    bar.close()
-    return {i: cache.answers.get(i) for i in responses}
+
+    _run_stage("judge", cache, [i for i, text in responses.items() if text], extract, batch_size, {})
+    return {i: cache.outputs.get(i) for i in responses}
 
 
 def summarize(results: list[dict], benchmark: str, mode: str) -> dict:

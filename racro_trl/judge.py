@@ -12,10 +12,8 @@ are never mixed.
 
 from __future__ import annotations
 
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -97,24 +95,3 @@ class AnswerJudge:
     def extract_many(self, pairs: list[tuple[str, str]]) -> list[str | None]:
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(pairs)))) as pool:
             return list(pool.map(lambda p: self.extract(*p), pairs))
-
-
-class JudgeCache:
-    """The judge's extractions of one (captioner, reasoner, judge) run, keyed by sample index,
-    appended per batch: a resumed evaluation asks the judge nothing twice."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.answers: dict[str, str | None] = {}
-        if path.exists():
-            with path.open() as f:
-                for line in f:
-                    if line.strip():
-                        record = json.loads(line)
-                        self.answers[record["index"]] = record["extracted"]
-
-    def add(self, indices: list[str], answers: list[str | None]) -> None:
-        with self.path.open("a") as f:
-            for index, answer in zip(indices, answers, strict=True):
-                f.write(json.dumps({"index": index, "extracted": answer}) + "\n")
-                self.answers[index] = answer

@@ -187,7 +187,7 @@ class CaptionReward:
         for i, (caption, outs, q, gold) in enumerate(zip(captions, outputs, question, answer, strict=True)):
             choices = parse_choices(q)
             cut = truncated[i] or [False] * len(outs or [])
-            graded = [self.grade(o, str(gold), choices, t) for o, t in zip(outs or [], cut, strict=True)]
+            graded = self._grade(outs or [], cut, str(gold), choices)
             scores = [score for _, score in graded]
             accuracy = sum(scores) / len(scores) if scores else 0.0
             record = {
@@ -256,6 +256,10 @@ class CaptionReward:
             return self.reasoner.generate(chats, n, sampling, partial=True)
         return self.reasoner.generate(chats, n, sampling)
 
+    def _grade(self, outputs: list[str], truncated: list[bool], gold: str, choices: dict) -> list[tuple]:
+        """(extracted answer, score) of each of one prompt's reasoner answers."""
+        return [self.grade(o, gold, choices, t) for o, t in zip(outputs, truncated, strict=True)]
+
     @staticmethod
     def _key(question: str, gold) -> str:
         return json.dumps([question, str(gold)])
@@ -263,39 +267,32 @@ class CaptionReward:
     def _blind_accuracy(self, question: list[str], answer: list, sampling: Sampling) -> list[float]:
         """Blind accuracy per prompt: the reasoner answers the question alone, once per prompt per run
         (``blind_samples`` answers); a failed request leaves the prompt for the next call."""
-        new = list(
-            dict.fromkeys(
-                self._key(q, g)
-                for q, g in zip(question, answer, strict=True)
-                if self._key(q, g) not in self.blind
-            )
-        )
+        keys = [self._key(q, g) for q, g in zip(question, answer, strict=True)]
+        new = list(dict.fromkeys(k for k in keys if k not in self.blind))
         if new:
             pairs = [json.loads(k) for k in new]
             blind_sampling = (
                 sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + 500_009)
             )
-            outputs = self.reasoner.generate(
-                [P.reasoner_blind_messages(q) for q, _ in pairs],
-                self.blind_samples,
-                blind_sampling,
-                partial=True,
+            outputs = self._generate(
+                [P.reasoner_blind_messages(q) for q, _ in pairs], self.blind_samples, blind_sampling
             )
             truncated = getattr(self.reasoner, "last_truncated", None) or [[] for _ in outputs]
             scored = {}
             for key, (q, gold), outs, cut in zip(new, pairs, outputs, truncated, strict=True):
                 if outs is None:
                     continue
-                cut = cut or [False] * len(outs)
-                choices = parse_choices(q)
-                scores = [self.grade(o, gold, choices, t)[1] for o, t in zip(outs, cut, strict=True)]
+                scores = [
+                    score
+                    for _, score in self._grade(outs, cut or [False] * len(outs), gold, parse_choices(q))
+                ]
                 scored[key] = sum(scores) / len(scores)
             self.blind.update(scored)
             if self.blind_cache is not None and scored:
                 self.blind_cache.parent.mkdir(parents=True, exist_ok=True)
                 with self.blind_cache.open("a") as f:
                     f.writelines(json.dumps({"key": k, "accuracy": a}) + "\n" for k, a in scored.items())
-        return [self.blind.get(self._key(q, g), 0.0) for q, g in zip(question, answer, strict=True)]
+        return [self.blind.get(k, 0.0) for k in keys]
 
     def _explain(self, errors: dict[int, str]) -> None:
         """Log each kind of reasoner failure once (the counters carry the rest)."""
