@@ -4,6 +4,7 @@
     accelerate launch --config_file configs/accelerate/zero3_offload.yaml --num_processes 1 \
         bench/cro_step.py --mode full                                      # full fine-tune, ZeRO-3 + CPU offload
     python bench/cro_step.py --tiny                                        # CPU smoke run of the script
+    python bench/cro_step.py --mode lora --sleep                           # both vLLM engines asleep in backward
     python bench/cro_step.py --mode lora --trainer trl                     # TRL's GRPOTrainer as it is
 
 `--trainer cro` (default) runs racro-trl's CROTrainer, `trl` TRL's plain GRPOTrainer: without the
@@ -58,6 +59,17 @@ def main() -> None:
     parser.add_argument("--policy-vllm-memory", type=float, default=0.2)
     parser.add_argument("--reasoner-memory", type=float, default=0.3)
     parser.add_argument("--trainer", choices=["cro", "trl"], default="cro")
+    parser.add_argument("--per-device", type=int, default=16, help="captions per forward/backward pass")
+    parser.add_argument(
+        "--sleep",
+        action="store_true",
+        help="the reasoner's engine sleeps between reward calls (reasoner_sleep)",
+    )
+    parser.add_argument(
+        "--policy-sleep",
+        action="store_true",
+        help="TRL's policy engine sleeps between uses (vllm_enable_sleep_mode)",
+    )
     parser.add_argument(
         "--full-vocab",
         action="store_true",
@@ -113,7 +125,7 @@ def main() -> None:
     rows = sample_rows(args.prompts * args.steps, seed=0, size=image_size)
     dataset = to_training_format(datasets.Dataset.from_list(rows))
     completions = args.prompts * args.captions
-    per_device = min(completions, 16)
+    per_device = min(completions, args.per_device)
     config = GRPOConfig(
         output_dir=str(tmp / "out"),
         per_device_train_batch_size=per_device,
@@ -130,6 +142,7 @@ def main() -> None:
         use_vllm=cuda,
         vllm_mode="colocate",
         vllm_gpu_memory_utilization=args.policy_vllm_memory,
+        vllm_enable_sleep_mode=args.policy_sleep,
         generation_kwargs=generation_kwargs,
         logging_steps=1,
         report_to="none",
@@ -140,7 +153,12 @@ def main() -> None:
 
     def factory():
         return build_reasoner(
-            "vllm", str(reasoner_path), gpu_memory_utilization=args.reasoner_memory, seed=0, **engine
+            "vllm",
+            str(reasoner_path),
+            gpu_memory_utilization=args.reasoner_memory,
+            seed=0,
+            sleep=args.sleep,
+            **engine,
         )
 
     reward = CaptionReward(
@@ -208,7 +226,8 @@ def main() -> None:
     trainer.add_callback(StepClock())
     trainer.train()
     trainable = sum(full_numel(p) for p in trainer.model.parameters() if p.requires_grad)
-    print(f"\nCRO step bench ({args.mode}, {args.trainer} trainer); device {torch.cuda.get_device_name() if cuda else 'CPU'}; "
+    print(f"\nCRO step bench ({args.mode}, {args.trainer} trainer, sleep {'on' if args.sleep else 'off'}, "
+          f"{per_device} captions per pass); device {torch.cuda.get_device_name() if cuda else 'CPU'}; "
           f"{args.prompts} prompts x {args.captions} captions, captions <= {args.caption_tokens} tokens, "
           f"reasoner answers <= {args.reasoner_tokens} tokens; trainable parameters {trainable / 1e6:.1f}M")  # fmt: skip
     print("\n".join([header, *rows]))

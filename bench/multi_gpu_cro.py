@@ -13,8 +13,13 @@
    Sampled every 0.5 s meanwhile: each GPU's memory (nvidia-smi) and the server's generated tokens
    and running requests (its Prometheus /metrics).
 3. Printed: each rank's share of the policy's parameters, the step time split (TRL's step_time,
-   the recipe's time/generation_s and time/reward_s), peak memory per GPU, the server's throughput
-   while it was busy during training vs standalone, and the saved 16-bit checkpoint reloaded.
+   the recipe's time/generation_s, time/logprob_s and time/reward_s), peak memory per GPU, the
+   server's throughput while it was busy during training vs standalone, and the saved 16-bit
+   checkpoint reloaded.
+
+`--overlap both` (default) trains twice on the same server, `reasoner_overlap: false` then true,
+and prints the overlap goal: the overlapped step at most (sequential step - min(reward, log-probs))
++ 10%, step means over the steps after the first.
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def recipe(args, policy: Path, url: str, out_dir: Path, tmp: Path) -> Path:
+def recipe(args, policy: Path, url: str, out_dir: Path, tmp: Path, overlap: bool = True) -> Path:
     """recipes/qwen2.5-vl-3b/cro.yaml with the bench's model, server and shortened lengths."""
     import yaml
     from shapes import printable_token_ids
@@ -116,10 +121,73 @@ def recipe(args, policy: Path, url: str, out_dir: Path, tmp: Path) -> Path:
         vllm_max_model_length=4096,  # the policy's colocated engine: prompt + caption, not the config's 128k
         output_dir=str(out_dir),
         generation_kwargs={"allowed_token_ids": printable_token_ids(AutoTokenizer.from_pretrained(policy))},
+        reasoner_overlap=overlap,
     )
-    path = tmp / "cro-bench.yaml"
+    path = tmp / f"cro-bench-overlap-{overlap}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def train(args, policy, url, out_dir, tmp, train_gpus, step_requests, standalone, overlap) -> dict:
+    """One training run against the server: prints its table; the step means after the first step."""
+    sampler = Sampler(url)
+    config = recipe(args, policy, url, out_dir, tmp, overlap)
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.accelerate_config,
+        "--num_processes", str(len(train_gpus)), "--main_process_port", str(free_port()),
+        "recipes/cro.py", "--config", str(config),
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "CUDA_VISIBLE_DEVICES": ",".join(map(str, train_gpus)),
+        "PYTHONPATH": f"{REPO}:{os.environ.get('PYTHONPATH', '')}",
+    }
+    train_log = tmp / f"train-{args.layout}-overlap-{overlap}.log"
+    print(f"$ CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} {' '.join(launch[2:])}  (log: {train_log})")
+    sampler.start()
+    start = time.perf_counter()
+    with train_log.open("w") as out:
+        run = subprocess.run(launch, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    sampler.stop.set()
+    print(f"accelerate launch: {len(train_gpus)} rank(s) on GPUs {train_gpus}, exit {run.returncode} "
+          f"in {time.perf_counter() - start:.0f}s")  # fmt: skip
+    text = train_log.read_text()
+    for line in text.splitlines():
+        if "partitioned by ZeRO-3" in line:
+            print(line.split(" WARNING ")[-1])
+    if run.returncode != 0:
+        print(text[-8000:])
+        raise SystemExit(run.returncode)
+
+    state = json.loads((out_dir / "trainer_state.json").read_text())
+    print(f"reasoner_overlap: {overlap}")
+    print(
+        f"{'step':>4} {'step_s':>7} {'generation_s':>12} {'logprob_s':>9} {'reward_s':>9} {'reasoner_s':>10} "
+        f"{'rest_s':>7} {'caption_len':>11}"
+    )
+    for h in state["log_history"]:
+        if "loss" in h:
+            gen, lp, rew = (h.get(f"time/{k}_s", 0.0) for k in ("generation", "logprob", "reward"))
+            print(f"{h['step']:>4} {h['step_time']:>7.1f} {gen:>12.1f} {lp:>9.1f} {rew:>9.1f} "
+                  f"{h.get('caption_reasoner/reasoner_seconds', 0.0):>10.1f} {h['step_time'] - gen - lp - rew:>7.1f} "
+                  f"{h['completions/mean_length']:>11.0f}")  # fmt: skip
+    print("peak memory used per GPU (nvidia-smi, GiB):",
+          {i: round(mib / 1024, 1) for i, mib in sorted(sampler.gpu_peak.items())})  # fmt: skip
+    tokens, seconds, rate, most = sampler.busy_throughput()
+    print(f"server during training: {tokens:.0f} output tokens in {seconds:.1f}s with requests running = "
+          f"{rate:.0f} tok/s, at most {most:.0f} requests at once; standalone at {step_requests}: "
+          f"{standalone[step_requests]:.0f} tok/s (ratio {rate / standalone[step_requests]:.2f})")  # fmt: skip
+    if len(train_gpus) > 1:
+        print(f"one rank sends at most {args.per_device} requests at once: {most:.0f} running at once means "
+              f"{'several ranks were served concurrently' if most > args.per_device else 'no overlap was seen'}")  # fmt: skip
+
+    later = [h for h in state["log_history"] if "loss" in h][1:] or [
+        h for h in state["log_history"] if "loss" in h
+    ]
+    return {
+        key: sum(h.get(name, 0.0) for h in later) / len(later)
+        for key, name in (("step", "step_time"), ("reward", "time/reward_s"), ("logprob", "time/logprob_s"))
+    }
 
 
 def main() -> None:
@@ -133,6 +201,9 @@ def main() -> None:
     parser.add_argument("--reasoner-tokens", type=int, default=512)
     parser.add_argument("--server-memory", type=float, help="default 0.85 dedicated, 0.25 shared")
     parser.add_argument("--policy-vllm-memory", type=float, help="default 0.3 dedicated, 0.15 shared")
+    parser.add_argument("--standalone-requests", type=int, default=512, help="the larger standalone load")
+    parser.add_argument("--overlap", choices=["both", "on", "off"], default="both",
+                        help="reasoner_overlap of the training run(s); both: off, then on")  # fmt: skip
     args = parser.parse_args()
     shared = args.layout == "shared"
     args.server_memory = args.server_memory or (0.25 if shared else 0.85)
@@ -166,7 +237,6 @@ def main() -> None:
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{args.port}"
-    sampler = Sampler(url)
     from shapes import wait_healthy
 
     try:
@@ -186,7 +256,7 @@ def main() -> None:
         client.generate(chats[:32], 1, Sampling(max_tokens=16))  # warm-up
         step_requests = args.per_device * len(train_gpus)
         standalone = {}
-        for n in (step_requests, 512):
+        for n in sorted({step_requests, args.standalone_requests}):
             start = time.perf_counter()
             client.generate(chats[:n], 1, sampling)
             seconds = time.perf_counter() - start
@@ -194,55 +264,19 @@ def main() -> None:
             print(f"server standalone, {n} concurrent requests: {client.last_output_tokens} output tokens in "
                   f"{seconds:.1f}s = {standalone[n]:.0f} tok/s")  # fmt: skip
 
-        out_dir = tmp / f"multi-gpu-cro-{args.layout}"
-        config = recipe(args, policy, url, out_dir, tmp)
-        launch = [
-            sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.accelerate_config,
-            "--num_processes", str(len(train_gpus)), "--main_process_port", str(free_port()),
-            "recipes/cro.py", "--config", str(config),
-        ]  # fmt: skip
-        env = {
-            **os.environ,
-            "CUDA_VISIBLE_DEVICES": ",".join(map(str, train_gpus)),
-            "PYTHONPATH": f"{REPO}:{os.environ.get('PYTHONPATH', '')}",
-        }
-        train_log = tmp / f"train-{args.layout}.log"
-        print(
-            f"$ CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} {' '.join(launch[2:])}  (log: {train_log})"
-        )
-        sampler.start()
-        start = time.perf_counter()
-        with train_log.open("w") as out:
-            run = subprocess.run(launch, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-        sampler.stop.set()
-        print(f"accelerate launch: {len(train_gpus)} rank(s) on GPUs {train_gpus}, exit {run.returncode} "
-              f"in {time.perf_counter() - start:.0f}s")  # fmt: skip
-        text = train_log.read_text()
-        for line in text.splitlines():
-            if "partitioned by ZeRO-3" in line:
-                print(line.split(" WARNING ")[-1])
-        if run.returncode != 0:
-            print(text[-8000:])
-            raise SystemExit(run.returncode)
-
-        state = json.loads((out_dir / "trainer_state.json").read_text())
-        print(
-            f"{'step':>4} {'step_s':>7} {'generation_s':>12} {'reward_s':>9} {'rest_s':>7} {'caption_len':>11}"
-        )
-        for h in state["log_history"]:
-            if "loss" in h:
-                gen, rew = h.get("time/generation_s", 0.0), h.get("time/reward_s", 0.0)
-                print(f"{h['step']:>4} {h['step_time']:>7.1f} {gen:>12.1f} {rew:>9.1f} "
-                      f"{h['step_time'] - gen - rew:>7.1f} {h['completions/mean_length']:>11.0f}")  # fmt: skip
-        print("peak memory used per GPU (nvidia-smi, GiB):",
-              {i: round(mib / 1024, 1) for i, mib in sorted(sampler.gpu_peak.items())})  # fmt: skip
-        tokens, seconds, rate, most = sampler.busy_throughput()
-        print(f"server during training: {tokens:.0f} output tokens in {seconds:.1f}s with requests running = "
-              f"{rate:.0f} tok/s, at most {most:.0f} requests at once; standalone at {step_requests}: "
-              f"{standalone[step_requests]:.0f} tok/s (ratio {rate / standalone[step_requests]:.2f})")  # fmt: skip
-        if len(train_gpus) > 1:
-            print(f"one rank sends at most {args.per_device} requests at once: {most:.0f} running at once means "
-                  f"{'several ranks were served concurrently' if most > args.per_device else 'no overlap was seen'}")  # fmt: skip
+        runs = {"off": [False], "on": [True], "both": [False, True]}[args.overlap]
+        means = {}
+        for overlap in runs:
+            out_dir = tmp / f"multi-gpu-cro-{args.layout}-overlap-{overlap}"
+            means[overlap] = train(
+                args, policy, url, out_dir, tmp, train_gpus, step_requests, standalone, overlap
+            )
+        if len(means) == 2:
+            seq, ovl = means[False], means[True]
+            goal = (seq["step"] - min(seq["reward"], seq["logprob"])) * 1.1
+            print(f"overlap: sequential step {seq['step']:.1f}s (reward {seq['reward']:.1f}s, log-probs "
+                  f"{seq['logprob']:.1f}s), overlapped {ovl['step']:.1f}s (reward wait {ovl['reward']:.1f}s); "
+                  f"ratio {ovl['step'] / seq['step']:.3f}; goal <= {goal:.1f}s: {'met' if ovl['step'] <= goal else 'MISSED'}")  # fmt: skip
 
         from transformers import AutoModelForImageTextToText
 
@@ -251,7 +285,6 @@ def main() -> None:
             f"saved 16-bit checkpoint reloads: {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters"
         )
     finally:
-        sampler.stop.set()
         server.terminate()
         server.wait(timeout=60)
 

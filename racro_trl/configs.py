@@ -148,6 +148,12 @@ class CROScriptArguments(trl.ScriptArguments):
     reasoner_enforce_eager: bool = field(
         default=False, metadata={"help": "vLLM backend: no CUDA graphs (faster start, slower decode)."}
     )
+    reasoner_sleep: bool = field(
+        default=False,
+        metadata={"help": "vLLM backend (GPU): the in-process reasoner sleeps between reward calls (vLLM sleep mode "
+                  "level 1: its weights wait in CPU memory, its KV cache is freed), so the policy's forward and "
+                  "backward passes get its GPU memory; each reward call wakes it (BENCHMARKS.md: the cost)."},
+    )  # fmt: skip
     reasoner_timeout: float | None = field(
         default=None,
         metadata={"help": "openai backend: seconds per request; None: 60 + reasoner_max_tokens / 4 (4 tokens a second "
@@ -170,6 +176,12 @@ class CROScriptArguments(trl.ScriptArguments):
     reasoner_concurrency: int = field(
         default=64, metadata={"help": "openai backend: requests in flight per process."}
     )
+    reasoner_overlap: bool = field(
+        default=True,
+        metadata={"help": "openai backend: send the reasoner requests as soon as the captions are sampled, so they run "
+                  "while the policy computes its log-probs (the same requests, seeds and rewards as asking in the "
+                  "reward call); false: ask in the reward call."},
+    )  # fmt: skip
 
     def __post_init__(self):
         from .rewards import resolve_reward_name
@@ -221,6 +233,11 @@ class CROScriptArguments(trl.ScriptArguments):
             raise ValueError(
                 f"reasoner_backend {self.reasoner_backend} needs reasoner_model (a path or Hub id)"
             )
+        if self.reasoner_sleep and self.reasoner_backend != "vllm":
+            raise ValueError(
+                f"reasoner_sleep puts the in-process vLLM reasoner to sleep, but reasoner_backend is "
+                f"{self.reasoner_backend!r}; set reasoner_backend: vllm or remove reasoner_sleep"
+            )
         if self.reasoner_num_samples < 1:
             raise ValueError(f"reasoner_num_samples must be >= 1, got {self.reasoner_num_samples}")
         if self.reasoner_max_tokens < 1:
@@ -245,6 +262,7 @@ class CROScriptArguments(trl.ScriptArguments):
                 "dtype": self.reasoner_dtype,
                 "enforce_eager": self.reasoner_enforce_eager,
                 "seed": self.reasoner_seed,
+                "sleep": self.reasoner_sleep,
             }
         return {"dtype": self.reasoner_dtype}
 
@@ -266,6 +284,25 @@ def validate_run(script_args: CROScriptArguments, training_args, num_processes: 
             f"which cannot span reasoner_tensor_parallel_size={script_args.reasoner_tensor_parallel_size} GPUs; "
             "serve the reasoner once (`vllm serve <model> --tensor-parallel-size N`) and set reasoner_backend: openai"
         )
+    if script_args.reasoner_sleep:
+        if (
+            training_args.use_vllm
+            and training_args.vllm_mode == "colocate"
+            and training_args.vllm_enable_sleep_mode
+        ):
+            # measured on an H200: "CuMem allocator can only be used for one instance per process"
+            raise ValueError(
+                "reasoner_sleep and vllm_enable_sleep_mode cannot both be on in colocate mode: vLLM's sleep mode "
+                "allows one sleeping engine per process, and both engines run in the training process; keep "
+                "reasoner_sleep (the reasoner's memory is the larger share: BENCHMARKS.md)"
+            )
+        from vllm.platforms import current_platform
+
+        if not current_platform.is_sleep_mode_available():
+            raise ValueError(
+                f"reasoner_sleep needs vLLM's sleep mode, which vLLM does not offer on this platform "
+                f"({current_platform.device_type}); remove reasoner_sleep"
+            )
     if training_args.log_completions and "wandb" in (training_args.report_to or []):
         raise ValueError(
             "log_completions with report_to wandb fails on CRO's multimodal prompts (wandb cannot type the table); "

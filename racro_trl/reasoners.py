@@ -133,11 +133,17 @@ class VLLMReasoner:
         dtype: str = "auto",
         enforce_eager: bool = False,
         seed: int | None = 0,
+        sleep: bool = False,
         **engine_kwargs,
     ):
         from vllm import LLM
 
         spawn_vllm_workers()
+        # sleep: between calls the engine sleeps (vLLM sleep mode, level 1: weights copied to CPU memory,
+        # KV cache freed), so the policy's forward and backward passes get the reasoner's GPU memory.
+        self.sleep = sleep
+        if sleep:
+            engine_kwargs["enable_sleep_mode"] = True
         start = time.perf_counter()
         # vLLM 0.26 refuses seed=None (its ModelConfig wants an int): the shipped GPU recipes, which set
         # no reasoner_seed, crashed at their first reward on an H100. Unseeded means vLLM's default.
@@ -160,6 +166,8 @@ class VLLMReasoner:
         # Generator does not use offset"), so on CPU only the engine seed makes runs reproducible.
         self.request_seeds = not current_platform.is_cpu()
         self.last_output_tokens = 0
+        if sleep:
+            self.llm.sleep(level=1)
         logger.info("vLLM reasoner %s ready in %.1fs", model, time.perf_counter() - start)
 
     def prompts(self, chats: list[Chat]) -> list[str]:
@@ -183,7 +191,13 @@ class VLLMReasoner:
             )
             for i in range(len(chats))
         ]
-        outputs = self.llm.generate(self.prompts(chats), params, use_tqdm=False)
+        if self.sleep:
+            self.llm.wake_up()
+        try:
+            outputs = self.llm.generate(self.prompts(chats), params, use_tqdm=False)
+        finally:
+            if self.sleep:
+                self.llm.sleep(level=1)
         self.last_output_tokens = sum(len(c.token_ids) for out in outputs for c in out.outputs)
         self.last_truncated = [[c.finish_reason == "length" for c in out.outputs] for out in outputs]
         return [[c.text for c in out.outputs] for out in outputs]

@@ -8,6 +8,7 @@ it breaks dashboards.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -68,7 +69,13 @@ class CaptionReward:
     ``caption_leak`` (share of captions that state the gold answer as an answer,
     :func:`racro_trl.grading.caption_leak`), ``failed`` (share of the call's captions, all ranks,
     whose request failed for good: they score 0) and ``failed_total`` (all ranks, since the start),
-    ``reasoner_seconds``, ``reasoner_tokens_per_second``.
+    ``reasoner_seconds`` (from the requests' start), ``reasoner_tokens_per_second``, ``sent_ahead``
+    (1 when the call's answers were requested ahead, see Overlap).
+
+    Overlap: :meth:`send` starts a batch's reasoner requests in a background thread as soon as its
+    captions exist (``CROTrainer`` calls it right after sampling, before the policy's log-prob pass);
+    the reward call for the same captions and questions then only collects the answers. The requests,
+    seeds, rewards and audit records are the sequential path's (tests/test_overlap.py).
 
     Args:
         reasoner: a :class:`Reasoner`, or a zero-argument factory called at the first reward call,
@@ -89,6 +96,7 @@ class CaptionReward:
             Also logged: ``blind_accuracy`` and ``language_shortcut_rate``, the share of the call's
             prompts the blind reasoner solves (blind accuracy >= 0.5).
         name: the registered name the reward is logged under.
+        overlap: ``CROTrainer`` sends this reward's requests ahead (:meth:`send`), right after sampling.
     """
 
     def __init__(
@@ -104,12 +112,14 @@ class CaptionReward:
         blind_samples: int = 0,
         blind_cache: str | Path | None = None,
         name: str = "caption_reasoner",
+        overlap: bool = False,
     ):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         if grader not in GRADERS:
             raise ValueError(f"grader must be one of {', '.join(GRADERS)}, got {grader!r}")
         self.__name__ = name
+        self.overlap = overlap
         self._reasoner = reasoner if hasattr(reasoner, "generate") else None
         self._factory = None if self._reasoner is not None else reasoner
         self.num_samples = num_samples
@@ -130,6 +140,8 @@ class CaptionReward:
         self.failed_total = 0
         self._explained: set[str] = set()
         self._last_step, self._calls_this_step = None, 0
+        self._sent: tuple | None = None  # (captions, questions, sampling, Future) of send()
+        self._sender = None
         self.last_batch: list[dict] = []  # the last call's records (+ first image), for logging tables
 
     @property
@@ -162,14 +174,11 @@ class CaptionReward:
         **kwargs,
     ):
         captions = [completion_text(c) for c in completions]
-        chats = [P.reasoner_reward_messages(c, q) for c, q in zip(captions, question, strict=True)]
-        sampling = self._seeded(trainer_state)
-        start = time.perf_counter()
-        outputs = self._generate(chats, self.num_samples, sampling)
-        seconds = time.perf_counter() - start
-        tokens = getattr(self.reasoner, "last_output_tokens", None)
-        errors = dict(getattr(self.reasoner, "last_errors", None) or {})
-        truncated = getattr(self.reasoner, "last_truncated", None) or [[] for _ in outputs]
+        sampling, (outputs, tokens, errors, truncated, seconds) = self._collect(captions, list(question))
+        sent_ahead = outputs is not None
+        if not sent_ahead:  # nothing sent ahead for these captions: ask now
+            sampling = self._seeded(trainer_state)
+            outputs, tokens, errors, truncated, seconds = self._ask(captions, question, sampling)
         blind = self._blind_accuracy(question, answer, sampling) if self.blind_samples else None
         self.calls += 1
         failed, total = _sum_over_processes(len(errors), len(captions))
@@ -217,6 +226,7 @@ class CaptionReward:
             "failed": failed / max(total, 1),
             "failed_total": self.failed_total,
             "reasoner_seconds": seconds,
+            "sent_ahead": float(sent_ahead),
         }
         if tokens:
             stats["reasoner_tokens_per_second"] = tokens / max(seconds, 1e-9)
@@ -246,6 +256,46 @@ class CaptionReward:
             answers.count(None), len(answers), sum(r["leak"] for r in records), len(errors),
         )  # fmt: skip
         return rewards
+
+    def send(self, completions, question, trainer_state=None) -> None:
+        """Start the reasoner requests for these captions in the background; the reward call with the
+        same captions and questions collects them (any other call asks anew)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        captions, question = [completion_text(c) for c in completions], list(question)
+        self._collect(None, None)  # one batch in flight at a time
+        sampling = self._seeded(trainer_state)
+        if self._sender is None:
+            self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.__name__}-requests")
+        future = self._sender.submit(self._ask, captions, question, sampling)
+        self._sent = (captions, question, sampling, future)
+
+    def _collect(self, captions: list[str] | None, question: list[str] | None) -> tuple:
+        """(sampling, answers) sent ahead for exactly these captions and questions, else (None, Nones);
+        a batch sent for other captions is awaited and dropped."""
+        sent, self._sent = self._sent, None
+        if sent is None:
+            return None, (None,) * 5
+        if (sent[0], sent[1]) == (captions, question):
+            return sent[2], sent[3].result()
+        if captions is not None:
+            logger.warning(
+                "%s: the reward call's captions are not those sent ahead; asking anew", self.__name__
+            )
+        with contextlib.suppress(Exception):
+            sent[3].result()
+        return None, (None,) * 5
+
+    def _ask(self, captions: list[str], question: list[str], sampling: Sampling) -> tuple:
+        """The reasoner's answers to every caption: (outputs, output tokens, errors, truncated, seconds)."""
+        chats = [P.reasoner_reward_messages(c, q) for c, q in zip(captions, question, strict=True)]
+        start = time.perf_counter()
+        outputs = self._generate(chats, self.num_samples, sampling)
+        seconds = time.perf_counter() - start
+        tokens = getattr(self.reasoner, "last_output_tokens", None)
+        errors = dict(getattr(self.reasoner, "last_errors", None) or {})
+        truncated = getattr(self.reasoner, "last_truncated", None) or [[] for _ in outputs]
+        return outputs, tokens, errors, truncated, seconds
 
     def _generate(self, chats: list[list[dict]], n: int, sampling: Sampling) -> list[list[str] | None]:
         """The reasoner's answers, failed chats as None where the backend can tell (``partial``); a
@@ -341,6 +391,10 @@ class CaptionReward:
                 f.writelines(json.dumps(r) + "\n" for r in kept)
 
     def close(self) -> None:
+        self._collect(None, None)
+        if self._sender is not None:
+            self._sender.shutdown()
+            self._sender = None
         if self._reasoner is not None:
             self._reasoner.close()
             self._reasoner = None
@@ -436,6 +490,8 @@ def caption_reward_from_args(args, output_dir: str | None, gain: bool = False) -
         blind_samples=args.reasoner_blind_samples if gain else 0,
         blind_cache=blind_cache,
         name=name,
+        # in-process engines share the training GPU and process: only a served reasoner is sent ahead
+        overlap=args.reasoner_overlap and args.reasoner_backend == "openai",
     )
 
 

@@ -1,8 +1,8 @@
 """``CROTrainer``: TRL's ``GRPOTrainer`` as CRO runs it.
 
 What it adds: the model card of the run, a resume that really restores the weights, where a step's
-time goes, and the one seam where racro-trl works around TRL bugs (below, with the upstream issues
-it can be deleted for).
+time goes, the reasoner's requests overlapped with the log-prob pass, and the one seam where
+racro-trl works around TRL bugs (below, with the upstream issues it can be deleted for).
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ logger = logging.getLogger(__name__)
 class CROTrainer(GRPOTrainer):
     """GRPOTrainer with a model card of the CRO run, a resume that really restores the weights, the
     sampled prompt held equal to the trained prompt, and where a step's time goes:
-    ``time/generation_s`` (caption sampling) and ``time/reward_s`` (the reasoner and grading, with the
-    gather of all ranks' rewards) are logged beside TRL's ``step_time``."""
+    ``time/generation_s`` (caption sampling), ``time/logprob_s`` (sampling's end to the reward call: the
+    old and reference log-probs) and ``time/reward_s`` (the reasoner and grading, with the gather of all
+    ranks' rewards; with the overlap, only the wait for answers still running) are logged beside TRL's
+    ``step_time``."""
 
     def __init__(self, *args, script_args, model_args, recipe_text: str | None = None, **kwargs):
         vision_tokens = vision_token_ids(kwargs["processing_class"])
@@ -71,7 +73,11 @@ class CROTrainer(GRPOTrainer):
             else x
             for x in inputs
         ]
-        return super()._generate_and_score_completions(inputs)
+        self._batch_inputs = inputs  # for _send_reasoner_requests
+        try:
+            return super()._generate_and_score_completions(inputs)
+        finally:
+            self._batch_inputs = None
 
     def _check_vllm_keeps_aligned_images(self) -> None:
         """vLLM resizes with the checkpoint's bounds: they must keep every image the trainer aligned."""
@@ -130,6 +136,35 @@ class CROTrainer(GRPOTrainer):
 
         return sync
 
+    # ---- The overlap seam: reasoner requests sent while the policy computes its log-probs -------------
+    # TRL 1.16's `_generate_and_score_completions` samples (`_generate`), then computes the old and
+    # reference log-probs, then calls the rewards (`_calculate_rewards`). A served reasoner would idle
+    # through that log-prob pass and the training GPUs through the reward: `_generate` hands the decoded
+    # captions to every reward with `overlap` (`CaptionReward.send`, which starts its requests in a
+    # thread), and the reward call collects the answers. Nothing of TRL's is replaced; with
+    # `reasoner_overlap: false` this is TRL's order exactly.
+
+    def _generate(self, prompts):
+        generated = self._timed("generation", super()._generate, prompts)
+        self._send_reasoner_requests(completions=generated[3])
+        self._sampled_at = time.perf_counter()
+        return generated
+
+    def _send_reasoner_requests(self, completions) -> None:
+        inputs = getattr(self, "_batch_inputs", None)
+        for reward in self.reward_funcs:
+            if getattr(reward, "overlap", False) and inputs is not None:
+                reward.send(completions, [x["question"] for x in inputs], trainer_state=self.state)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        sampled_at, self._sampled_at = getattr(self, "_sampled_at", None), None
+        if sampled_at is not None:  # between sampling and reward: TRL's old and reference log-prob pass
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["time/logprob_s"].append(time.perf_counter() - sampled_at)
+        return self._timed(
+            "reward", super()._calculate_rewards, inputs, prompts, completions, completion_ids_list
+        )
+
     # ---- Timing, resume, model card ------------------------------------------------------------------
 
     def _timed(self, name: str, method, *args):
@@ -138,14 +173,6 @@ class CROTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         self._metrics[mode][f"time/{name}_s"].append(time.perf_counter() - start)
         return result
-
-    def _generate(self, prompts):
-        return self._timed("generation", super()._generate, prompts)
-
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        return self._timed(
-            "reward", super()._calculate_rewards, inputs, prompts, completions, completion_ids_list
-        )
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         """Resume the policy's weights with the checkpoint's key names converted.

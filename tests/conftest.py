@@ -224,14 +224,23 @@ def tiny_launch(
 
 
 def colour_launch(
-    colour_models: dict[str, Path], colour_data: Path, output_dir: Path, *extra: str, num_processes: int = 1
+    colour_models: dict[str, Path],
+    colour_data: Path,
+    output_dir: Path,
+    *extra: str,
+    num_processes: int = 1,
+    config: str | None = None,
+    launcher: tuple[str, ...] | None = None,
 ) -> list[str]:
     """`accelerate launch recipes/cro.py --config recipes/tiny/cro_colour.yaml` (make demo's run) on the
-    colour models; 2 processes use the DDP config."""
-    config = "configs/accelerate/ddp.yaml" if num_processes > 1 else "configs/accelerate/single.yaml"
+    colour models; 2 processes use the DDP config unless ``config``; ``launcher``: more launch flags."""
+    config = config or (
+        "configs/accelerate/ddp.yaml" if num_processes > 1 else "configs/accelerate/single.yaml"
+    )
+    launcher = ("--main_process_port", str(free_port())) if launcher is None else launcher
     return [
         PYTHON, "-m", "accelerate.commands.launch", "--config_file", config, "--num_processes", str(num_processes),
-        "--main_process_port", str(free_port()), *(("--mixed_precision", "no") if num_processes > 1 else ()),
+        *launcher, *(("--mixed_precision", "no") if num_processes > 1 else ()),
         "recipes/cro.py", "--config", "recipes/tiny/cro_colour.yaml", "--dataset_name", str(colour_data),
         "--model_name_or_path", str(colour_models["captioner"]), "--reasoner_model", str(colour_models["reader"]),
         "--output_dir", str(output_dir), *extra,
@@ -285,6 +294,48 @@ def served_colour_run(colour_models, colour_data, reader_server, out, *extra, nu
     )
     assert code == 0, log[-6000:]
     return logged_steps(out)
+
+
+def two_machines(command, log_dir: Path, gpus: bool = False, timeout: int = 600) -> list[str]:
+    """Run ``command(launcher_flags)`` as two machines on this host, as README's multi-node commands
+    do: two `accelerate launch` with ``--num_machines 2 --machine_rank 0/1 --main_process_ip
+    127.0.0.1``, one process each (``gpus``: each machine on a GPU of its own); both must exit 0.
+    Returns the machines' logs."""
+    port = free_port()
+    flags = ["--num_machines", "2", "--main_process_ip", "127.0.0.1", "--main_process_port", str(port)]
+    logs = [log_dir / f"machine{rank}.log" for rank in (0, 1)]
+    machines = [
+        subprocess.Popen(
+            command((*flags, "--machine_rank", str(rank))),
+            cwd=REPO,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+            | ({"CUDA_VISIBLE_DEVICES": str(rank)} if gpus else {}),
+        )
+        for rank, log in enumerate(logs)
+    ]
+    try:
+        codes = [machine.wait(timeout=timeout) for machine in machines]
+    finally:
+        for machine in machines:
+            machine.kill()
+    texts = [log.read_text() for log in logs]
+    assert codes == [0, 0], "\n---- machine 1 ----\n".join(text[-5000:] for text in texts)
+    return texts
+
+
+def assert_rewards_follow_ranks(output_dir, steps: list[dict], per_step: int) -> None:
+    """Each rank scored half of every step's captions, and TRL's logged reward is the mean of all of
+    them: the gather pairs every rank's rewards with its own captions."""
+    ranks = [
+        [json.loads(line) for line in (output_dir / "audit" / f"caption_reasoner-rank{rank}.jsonl").open()]
+        for rank in (0, 1)
+    ]
+    for h in steps:
+        step = [[r for r in records if r["step"] == h["step"] - 1] for records in ranks]
+        assert [len(s) for s in step] == [per_step // 2] * 2
+        assert h["reward"] == pytest.approx(sum(r["reward"] for s in step for r in s) / per_step, abs=1e-6)
 
 
 def audit(output_dir) -> list[dict]:

@@ -93,6 +93,10 @@ def test_unknown_yaml_key_fails(tmp_path):
         ({"prompt_format": "describe"}, "prompt_format must be one of"),
         ({"reasoner_num_samples": 0}, "reasoner_num_samples must be >= 1"),
         ({"reasoner_model": None}, "needs reasoner_model"),
+        (
+            {"reasoner_sleep": True, "reasoner_backend": "openai", "reasoner_url": "http://127.0.0.1:1/v1"},
+            "reasoner_sleep puts the in-process vLLM reasoner to sleep",
+        ),
     ],
 )
 def test_bad_combinations(kwargs, message):
@@ -114,6 +118,13 @@ def test_run_checks():
     t.reward_weights = [1.0, 0.5]
     with pytest.raises(ValueError, match="one weight per function"):
         validate_run(s, t, num_processes=1)
+    t.reward_weights = None
+    s.reasoner_sleep = True
+    with pytest.raises(ValueError, match="does not offer on this platform \\(cpu\\)"):
+        validate_run(s, t, num_processes=1)
+    t.use_vllm, t.vllm_mode, t.vllm_enable_sleep_mode = True, "colocate", True
+    with pytest.raises(ValueError, match="one sleeping engine per process"):
+        validate_run(s, t, num_processes=1)
 
 
 @pytest.mark.parametrize("config", sorted((REPO / "configs/accelerate").glob("*.yaml")), ids=lambda p: p.name)
@@ -125,11 +136,23 @@ def test_accelerate_configs(config):
         ds_file = REPO / cfg.deepspeed_config["deepspeed_config_file"]
         ds = json.loads(ds_file.read_text())
         stage = ds["zero_optimization"]["stage"]
-        assert config.stem.startswith(f"zero{stage}")
+        assert config.stem.startswith(f"zero{stage}") or config.stem == "multinode"
         assert ds["bf16"]["enabled"] == "auto"
         if stage == 3:
             assert cfg.deepspeed_config["zero3_init_flag"] is True
             assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+def test_multinode_config_is_zero3_on_two_machines():
+    """configs/accelerate/multinode.yaml differs from zero3.yaml only in where the machines are (the CPU
+    two-machine test runs the DDP config; the GPU test launches this one)."""
+    machine_keys = {"num_machines", "num_processes", "main_process_ip", "main_process_port"}
+    zero3 = yaml.safe_load((REPO / "configs/accelerate/zero3.yaml").read_text())
+    multinode = yaml.safe_load((REPO / "configs/accelerate/multinode.yaml").read_text())
+    assert {k: v for k, v in multinode.items() if k not in machine_keys} == {
+        k: v for k, v in zero3.items() if k not in machine_keys
+    }
+    assert (multinode["num_machines"], multinode["num_processes"]) == (2, 16)
 
 
 def test_hub_token_in_a_recipe_is_refused():

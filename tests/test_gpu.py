@@ -1,9 +1,11 @@
 """GPU checks (`pytest -m gpu`; skipped without CUDA): vLLM reasoner, ZeRO-3 launch, the colour task with
-the policy sampling through TRL's colocated vLLM (and served by `trl vllm-serve` with two GPUs), and the
-shipped GPU recipes launched on dummy-weight policies of the real shapes."""
+the policy sampling through TRL's colocated vLLM (and served by `trl vllm-serve` with two GPUs), the
+multi-node config as two machines (two GPUs), and the shipped GPU recipes launched on dummy-weight
+policies of the real shapes."""
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -12,10 +14,12 @@ from conftest import (
     PYTHON,
     REPO,
     assert_learned,
+    assert_rewards_follow_ranks,
     colour_launch,
     logged_steps,
     run_logged,
     tiny_launch,
+    two_machines,
     vllm_server,
 )
 
@@ -50,6 +54,25 @@ def test_vllm_reasoner_on_gpu(tiny_models):
     assert len(first) == 16 and all(len(a) == 4 for a in first)
     assert first == reasoner.generate(chats, 4, Sampling(max_tokens=8, seed=3))
     assert sum("\\boxed{" in t for a in first for t in a) > 32
+    reasoner.close()
+
+
+def test_sleeping_vllm_reasoner_frees_its_memory_and_answers_the_same(tiny_models):
+    """reasoner_sleep: between calls the engine holds (almost) no GPU memory, and its answers are the
+    awake engine's (same seeds)."""
+    from racro_trl.reasoners import Sampling, build_reasoner
+
+    chats = [[{"role": "user", "content": f"caption {i}"}] for i in range(8)]
+    engine = {"gpu_memory_utilization": 0.15, "max_model_len": 1024, "enforce_eager": True}
+    awake = build_reasoner("vllm", str(tiny_models["reasoner"]), **engine)
+    expected = awake.generate(chats, 2, Sampling(max_tokens=8, seed=3))
+    awake.close()
+    free, total = torch.cuda.mem_get_info()
+    reasoner = build_reasoner("vllm", str(tiny_models["reasoner"]), sleep=True, **engine)
+    held = free - torch.cuda.mem_get_info()[0]  # the engine is asleep once built
+    assert held < 0.05 * total, f"asleep, the engine still holds {held / 2**30:.1f} GiB"
+    assert reasoner.generate(chats, 2, Sampling(max_tokens=8, seed=3)) == expected
+    assert free - torch.cuda.mem_get_info()[0] < 0.05 * total, "asleep again after the call"
     reasoner.close()
 
 
@@ -138,6 +161,44 @@ def test_server_mode_samples_the_trained_prompt_and_cro_learns(colour_models, co
 # layout does not fit one), a random policy of the recipe's real shape, the tiny reader as reasoner and
 # the colour task as data. Overridden for time only: steps, caption and answer lengths.
 RECIPES = ["qwen2.5-vl-3b/cro.yaml", "qwen2.5-vl-3b/cro_grpo.yaml", "qwen2.5-vl-7b/cro.yaml"]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_multinode_config_trains_on_two_machines(colour_models, colour_data, tmp_path):
+    """configs/accelerate/multinode.yaml (ZeRO-3) launched as two machines of one GPU each: the policy
+    partitioned over both machines' ranks, each machine's captions scored under its global rank, the
+    step's reward the mean of both machines' rewards, the weights moved and saved whole. (On CPU,
+    accelerate gives a ZeRO-3 launch of several processes a world of one; tests/test_learning.py runs
+    the DDP config as two machines there.)"""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "two-machines"
+    recipe = (
+        "--max_steps", "2", "--save_strategy", "no", "--reasoner_backend", "transformers",
+        "--per_device_train_batch_size", "8", "--steps_per_generation", "2", "--gradient_accumulation_steps", "2",
+    )  # fmt: skip
+    logs = two_machines(
+        lambda machine: colour_launch(
+            colour_models,
+            colour_data,
+            out,
+            *recipe,
+            config="configs/accelerate/multinode.yaml",
+            num_processes=2,
+            launcher=machine,
+        ),  # fmt: skip
+        tmp_path,
+        gpus=True,
+    )
+    for rank, log in enumerate(logs):
+        assert re.search(rf"partitioned by ZeRO-3: True .*\(rank {rank}\)", log), log[-3000:]
+    steps = logged_steps(out)
+    assert [h["step"] for h in steps] == [1, 2]
+    # 2 ranks x 8 captions x 2 accumulation = 32 captions (8 groups of 4) per step, 16 from each machine
+    assert_rewards_follow_ranks(out, steps, 32)
+    before = load_file(colour_models["captioner"] / "model.safetensors")
+    after = load_file(out / "model.safetensors")
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
 
 
 @pytest.mark.timeout(1200)

@@ -1,34 +1,53 @@
-"""CRO learns on two ranks with every caption group split across them. The single-rank learning run,
-exactly as `make demo` runs it, is tests/test_train.py's; the controls are tests/test_control.py's.
+"""CRO learns on two ranks with every caption group split across them, the ranks launched as two
+machines on one host (tests/test_gpu.py launches configs/accelerate/multinode.yaml the same way on two
+GPUs). The single-rank learning run, exactly as `make demo` runs it, is tests/test_train.py's; the
+controls are tests/test_control.py's.
 
 The reasoner here is the reader served by a real vLLM OpenAI-compatible server (CPU), shared by the
 ranks. Thresholds: the mean reward of the last 5 logged steps >= 0.7 and >= 0.4 above the first 5.
 Measured on 2 cores: see BENCHMARKS.md.
 """
 
-import json
-
 import pytest
 
-from conftest import TWO_RANKS, assert_learned, served_colour_run
+from conftest import (
+    TWO_RANKS,
+    assert_learned,
+    assert_rewards_follow_ranks,
+    colour_launch,
+    logged_steps,
+    two_machines,
+)
 
 pytestmark = pytest.mark.slow
 
 
 def test_two_ranks_learn_with_groups_split_across_ranks(colour_models, colour_data, reader_server, tmp_path):
+    """The DDP config launched as two machines on this host (README's multi-node commands, one CPU
+    process each): groups split across the machines' ranks, and still the reward climbs."""
     out = tmp_path / "ddp"
-    steps = served_colour_run(colour_models, colour_data, reader_server, out, *TWO_RANKS, num_processes=2)
+    served = ("--use_cpu", "true", "--reasoner_backend", "openai", "--reasoner_url", reader_server)
+    logs = two_machines(
+        lambda machine: colour_launch(
+            colour_models,
+            colour_data,
+            out,
+            "--save_strategy",
+            "no",
+            "--reasoner_model",
+            "tiny-reader",
+            *served,
+            *TWO_RANKS,
+            num_processes=2,
+            launcher=machine,
+        ),  # fmt: skip
+        tmp_path,
+    )
+    assert "(rank 1)" in logs[1] and "(rank 1)" not in logs[0], "machine 1 ran the second rank"
+    steps = logged_steps(out)
     assert_learned(steps)
-    # Each rank scored 16 of a step's 32 captions (2 of each group of 4), and TRL's logged reward is
-    # the mean of all 32: the gather pairs every rank's rewards with its own captions.
-    ranks = [
-        [json.loads(line) for line in (out / "audit" / f"caption_reasoner-rank{rank}.jsonl").open()]
-        for rank in (0, 1)
-    ]
-    for h in steps:
-        step = [[r for r in records if r["step"] == h["step"] - 1] for records in ranks]
-        assert [len(s) for s in step] == [16, 16]
-        assert h["reward"] == pytest.approx(sum(r["reward"] for s in step for r in s) / 32, abs=1e-6)
+    # Each rank scored 16 of a step's 32 captions (2 of each group of 4).
+    assert_rewards_follow_ranks(out, steps, 32)
 
 
 def test_shipped_colour_task_is_reproducible(colour_data, tmp_path):
