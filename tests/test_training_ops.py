@@ -33,12 +33,22 @@ def weights(path):
     return load_file(str(path / "model.safetensors"))
 
 
-def test_killed_run_resumes_to_the_same_weights(tiny_models, tmp_path):
-    steps = ["--max_steps", "4", "--save_steps", "2"]
-    train(recipe(tiny_models, tmp_path / "straight", *steps))
+# The resume test's run, with the vision tower frozen: the freeze test reads the same run (one launch
+# less). weight_decay 0: a weight that moved was moved by a gradient (AdamW's decay alone moves them all).
+STEPS = ["--max_steps", "4", "--save_steps", "2", "--freeze_vision_tower", "true", "--weight_decay", "0"]
 
+
+@pytest.fixture(scope="module")
+def straight(tiny_models, tmp_path_factory):
+    """The uninterrupted run."""
+    run = tmp_path_factory.mktemp("straight") / "run"
+    train(recipe(tiny_models, run, *STEPS))
+    return run
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_models, straight, tmp_path):
     # The same run, killed with SIGKILL once checkpoint-2 is on disk, then started again unchanged.
-    command = recipe(tiny_models, tmp_path / "killed", *steps)
+    command = recipe(tiny_models, tmp_path / "killed", *STEPS)
     proc = subprocess.Popen(
         command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -54,7 +64,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_models, tmp_path):
     assert "resuming from" in log and "checkpoint-2" in log
 
     state = json.loads((tmp_path / "killed" / "checkpoint-4" / "trainer_state.json").read_text())
-    straight_state = json.loads((tmp_path / "straight" / "checkpoint-4" / "trainer_state.json").read_text())
+    straight_state = json.loads((straight / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     logged = [(h["step"], h["loss"], h["reward"]) for h in state["log_history"] if "loss" in h]
     straight_logged = [
@@ -63,15 +73,13 @@ def test_killed_run_resumes_to_the_same_weights(tiny_models, tmp_path):
     assert [s for s, *_ in logged] == [1, 2, 3, 4], "no step repeated or skipped"
     assert logged[:2] == straight_logged[:2], "the steps before the kill are the uninterrupted run's"
     before_kill = weights(tmp_path / "killed" / "checkpoint-2")
-    assert all(
-        torch.equal(before_kill[k], w) for k, w in weights(tmp_path / "straight" / "checkpoint-2").items()
-    )
-    resumed, straight = weights(tmp_path / "killed"), weights(tmp_path / "straight")
+    assert all(torch.equal(before_kill[k], w) for k, w in weights(straight / "checkpoint-2").items())
+    resumed, uninterrupted = weights(tmp_path / "killed"), weights(straight)
     assert any(not torch.equal(before_kill[k], resumed[k]) for k in resumed), (
         "training went on after the resume"
     )
-    for key in straight:  # the same run as if never killed
-        torch.testing.assert_close(resumed[key], straight[key], rtol=1e-5, atol=1e-6)
+    for key in uninterrupted:  # the same run as if never killed
+        torch.testing.assert_close(resumed[key], uninterrupted[key], rtol=1e-5, atol=1e-6)
     assert [h.get("kl") for h in state["log_history"] if "loss" in h] == [
         h.get("kl") for h in straight_state["log_history"] if "loss" in h
     ], "the resumed policy starts from the checkpoint, not from the initial weights (KL to the reference)"
@@ -121,14 +129,9 @@ def test_lora_changes_only_adapter_weights_and_exports_merged(tiny_models, tmp_p
     assert model.generate(**inputs, max_new_tokens=3).shape[1] > inputs["input_ids"].shape[1]
 
 
-def test_freeze_vision_tower(tiny_models, tmp_path):
-    run = tmp_path / "frozen"
-    # weight_decay 0: a weight that moved was moved by a gradient (AdamW's decay alone moves them all).
-    train(
-        recipe(tiny_models, run, "--freeze_vision_tower", "true", "--max_steps", "3", "--weight_decay", "0")
-    )
+def test_freeze_vision_tower(tiny_models, straight):
     initial = load_file(str(tiny_models["policy"] / "model.safetensors"))
-    trained = weights(run)
+    trained = weights(straight)
     assert all(torch.equal(initial[k], trained[k]) for k in initial if "visual" in k)
     assert any(not torch.equal(initial[k], trained[k]) for k in initial if "visual" not in k)
 
