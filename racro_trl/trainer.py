@@ -152,8 +152,10 @@ class CROTrainer(GRPOTrainer):
 
     def _send_reasoner_requests(self, completions) -> None:
         inputs = getattr(self, "_batch_inputs", None)
+        if not inputs or any("question" not in x for x in inputs):
+            return  # the reward call asks itself (and names what is missing)
         for reward in self.reward_funcs:
-            if getattr(reward, "overlap", False) and inputs is not None:
+            if getattr(reward, "overlap", False):
                 reward.send(completions, [x["question"] for x in inputs], trainer_state=self.state)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
