@@ -165,12 +165,12 @@ def train(args, policy, url, out_dir, tmp, train_gpus, step_requests, standalone
         f"{'step':>4} {'step_s':>7} {'generation_s':>12} {'logprob_s':>9} {'reward_s':>9} {'reasoner_s':>10} "
         f"{'rest_s':>7} {'caption_len':>11}"
     )
-    for h in state["log_history"]:
-        if "loss" in h:
-            gen, lp, rew = (h.get(f"time/{k}_s", 0.0) for k in ("generation", "logprob", "reward"))
-            print(f"{h['step']:>4} {h['step_time']:>7.1f} {gen:>12.1f} {lp:>9.1f} {rew:>9.1f} "
-                  f"{h.get('caption_reasoner/reasoner_seconds', 0.0):>10.1f} {h['step_time'] - gen - lp - rew:>7.1f} "
-                  f"{h['completions/mean_length']:>11.0f}")  # fmt: skip
+    logged = [h for h in state["log_history"] if "loss" in h]
+    for h in logged:
+        gen, lp, rew = (h.get(f"time/{k}_s", 0.0) for k in ("generation", "logprob", "reward"))
+        print(f"{h['step']:>4} {h['step_time']:>7.1f} {gen:>12.1f} {lp:>9.1f} {rew:>9.1f} "
+              f"{h.get('caption_reasoner/reasoner_seconds', 0.0):>10.1f} {h['step_time'] - gen - lp - rew:>7.1f} "
+              f"{h['completions/mean_length']:>11.0f}")  # fmt: skip
     print("peak memory used per GPU (nvidia-smi, GiB):",
           {i: round(mib / 1024, 1) for i, mib in sorted(sampler.gpu_peak.items())})  # fmt: skip
     tokens, seconds, rate, most = sampler.busy_throughput()
@@ -181,9 +181,7 @@ def train(args, policy, url, out_dir, tmp, train_gpus, step_requests, standalone
         print(f"one rank sends at most {args.per_device} requests at once: {most:.0f} running at once means "
               f"{'several ranks were served concurrently' if most > args.per_device else 'no overlap was seen'}")  # fmt: skip
 
-    later = [h for h in state["log_history"] if "loss" in h][1:] or [
-        h for h in state["log_history"] if "loss" in h
-    ]
+    later = logged[1:] or logged
     return {
         key: sum(h.get(name, 0.0) for h in later) / len(later)
         for key, name in (("step", "step_time"), ("reward", "time/reward_s"), ("logprob", "time/logprob_s"))

@@ -287,24 +287,26 @@ class CaptionReward:
         return None, (None,) * 5
 
     def _ask(self, captions: list[str], question: list[str], sampling: Sampling) -> tuple:
-        """The reasoner's answers to every caption: (outputs, output tokens, errors, truncated, seconds)."""
+        """The reasoner's answers to every caption, as :meth:`_generate` returns them."""
         chats = [P.reasoner_reward_messages(c, q) for c, q in zip(captions, question, strict=True)]
+        return self._generate(chats, self.num_samples, sampling)
+
+    def _generate(self, chats: list[list[dict]], n: int, sampling: Sampling) -> tuple:
+        """The reasoner's answers and what its backend reports of them: (outputs, output tokens, errors
+        by chat, truncated, seconds). Failed chats answer None where the backend can tell
+        (``partial``); a reasoner written before ``partial`` existed answers whole batches or raises."""
+        import inspect
+
         start = time.perf_counter()
-        outputs = self._generate(chats, self.num_samples, sampling)
+        if "partial" in inspect.signature(self.reasoner.generate).parameters:
+            outputs = self.reasoner.generate(chats, n, sampling, partial=True)
+        else:
+            outputs = self.reasoner.generate(chats, n, sampling)
         seconds = time.perf_counter() - start
         tokens = getattr(self.reasoner, "last_output_tokens", None)
         errors = dict(getattr(self.reasoner, "last_errors", None) or {})
         truncated = getattr(self.reasoner, "last_truncated", None) or [[] for _ in outputs]
         return outputs, tokens, errors, truncated, seconds
-
-    def _generate(self, chats: list[list[dict]], n: int, sampling: Sampling) -> list[list[str] | None]:
-        """The reasoner's answers, failed chats as None where the backend can tell (``partial``); a
-        reasoner written before ``partial`` existed answers whole batches or raises."""
-        import inspect
-
-        if "partial" in inspect.signature(self.reasoner.generate).parameters:
-            return self.reasoner.generate(chats, n, sampling, partial=True)
-        return self.reasoner.generate(chats, n, sampling)
 
     def _grade(self, outputs: list[str], truncated: list[bool], gold: str, choices: dict) -> list[tuple]:
         """(extracted answer, score) of each of one prompt's reasoner answers."""
@@ -324,10 +326,9 @@ class CaptionReward:
             blind_sampling = (
                 sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + 500_009)
             )
-            outputs = self._generate(
+            outputs, _, _, truncated, _ = self._generate(
                 [P.reasoner_blind_messages(q) for q, _ in pairs], self.blind_samples, blind_sampling
             )
-            truncated = getattr(self.reasoner, "last_truncated", None) or [[] for _ in outputs]
             scored = {}
             for key, (q, gold), outs, cut in zip(new, pairs, outputs, truncated, strict=True):
                 if outs is None:
