@@ -1,7 +1,17 @@
-"""CRO on several GPUs: the reasoner served once with `vllm serve`, the policy sharded with ZeRO-3.
+"""CRO on several GPUs: where the reasoner and the policy's sampler live, the policy sharded with ZeRO-3.
 
-    python bench/multi_gpu_cro.py                    # >= 2 GPUs: server on GPU 0, training on GPUs 1..N-1
-    python bench/multi_gpu_cro.py --layout shared    # server on GPU 0 too, training on all N GPUs
+    python bench/multi_gpu_cro.py                                  # reasoner served on GPU 0, training on 1..N-1
+    python bench/multi_gpu_cro.py --server-dp 2                    # served with --data-parallel-size 2 on GPUs 0-1
+    python bench/multi_gpu_cro.py --layout shared                  # served on GPU 0, training on all N GPUs
+    python bench/multi_gpu_cro.py --layout colocate --overlap off  # no server: each rank its own reasoner engine
+    python bench/multi_gpu_cro.py --layout served-policy           # reasoner on GPU 0, `trl vllm-serve` on 1, training on 2..N-1
+
+Layouts (the policy's captions are sampled by TRL's colocated vLLM unless said otherwise):
+- dedicated: the reasoner served on GPUs 0..K-1 (K = --server-dp), training on the others;
+- shared: the reasoner served on GPU 0, training on every GPU;
+- colocate: no server; every rank holds an in-process reasoner engine (`reasoner_backend: vllm`);
+- served-policy: the reasoner served on GPUs 0..K-1, the policy's sampler served by `trl vllm-serve`
+  (`vllm_mode: server`) on GPU K, training on the others.
 
 1. `vllm serve` of a DeepSeek-R1-Distill-Qwen-7B-shaped reasoner (dummy weights) on GPU 0; its
    standalone throughput through the `openai` backend, at the concurrency a training step sends
@@ -19,7 +29,8 @@
 
 `--overlap both` (default) trains twice on the same server, `reasoner_overlap: false` then true,
 and prints the overlap goal: the overlapped step at most (sequential step - min(reward, log-probs))
-+ 10%, step means over the steps after the first.
++ 10%, step means over the steps after the first. Each run ends with a `LAYOUT {json}` line: its
+step split, captions per second, reasoner tokens per second and peak memory per GPU.
 """
 
 from __future__ import annotations
@@ -48,7 +59,7 @@ def metric(text: str, name: str) -> float:
 class Sampler(threading.Thread):
     """Every `period` s: memory used per GPU (MiB) and the server's generated tokens / running requests."""
 
-    def __init__(self, url: str, period: float = 0.5):
+    def __init__(self, url: str | None, period: float = 0.5):
         super().__init__(daemon=True)
         self.url, self.period, self.stop = url, period, threading.Event()
         self.gpu_peak: dict[int, float] = {}
@@ -66,6 +77,9 @@ class Sampler(threading.Thread):
             for line in out.strip().splitlines():
                 index, used = (float(x) for x in line.split(","))
                 self.gpu_peak[int(index)] = max(self.gpu_peak.get(int(index), 0.0), used)
+            if self.url is None:  # no server (colocate layout): memory only
+                time.sleep(self.period)
+                continue
             try:
                 text = httpx.get(f"{self.url}/metrics", timeout=2).text
                 self.server.append(
@@ -95,8 +109,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def recipe(args, policy: Path, url: str, out_dir: Path, tmp: Path, overlap: bool = True) -> Path:
-    """recipes/qwen2.5-vl-3b/cro.yaml with the bench's model, server and shortened lengths."""
+def recipe(args, policy: Path, reasoner: Path, url: str | None, out_dir: Path, tmp: Path, overlap: bool,
+           policy_url: str | None = None) -> Path:  # fmt: skip
+    """recipes/qwen2.5-vl-3b/cro.yaml with the bench's models, servers and shortened lengths."""
     import yaml
     from shapes import printable_token_ids
     from transformers import AutoTokenizer
@@ -106,9 +121,6 @@ def recipe(args, policy: Path, url: str, out_dir: Path, tmp: Path, overlap: bool
         model_name_or_path=str(policy),
         dataset_name=str(REPO / "data/sample"),
         attn_implementation="sdpa",
-        reasoner_backend="openai",
-        reasoner_url=url + "/v1",
-        reasoner_model="reasoner",
         reasoner_max_tokens=args.reasoner_tokens,
         max_completion_length=args.caption_tokens,
         per_device_train_batch_size=args.per_device,
@@ -123,15 +135,30 @@ def recipe(args, policy: Path, url: str, out_dir: Path, tmp: Path, overlap: bool
         generation_kwargs={"allowed_token_ids": printable_token_ids(AutoTokenizer.from_pretrained(policy))},
         reasoner_overlap=overlap,
     )
-    path = tmp / f"cro-bench-overlap-{overlap}.yaml"
+    if url is None:  # every rank its own reasoner engine, dummy weights of the 7B shape
+        config.update(
+            reasoner_backend="vllm",
+            reasoner_model=str(reasoner),
+            reasoner_engine_kwargs={"load_format": "dummy"},
+            reasoner_max_model_len=4096,
+            reasoner_gpu_memory_utilization=args.reasoner_memory,
+            reasoner_seed=0,
+        )
+    else:
+        config.update(reasoner_backend="openai", reasoner_url=url + "/v1", reasoner_model="reasoner")
+    if policy_url is not None:
+        config.update(vllm_mode="server", vllm_server_base_url=policy_url)
+    path = tmp / f"cro-bench-{args.layout}-overlap-{overlap}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def train(args, policy, url, out_dir, tmp, train_gpus, step_requests, standalone, overlap) -> dict:
-    """One training run against the server: prints its table; the step means after the first step."""
+def train(args, policy, reasoner, url, policy_url, out_dir, tmp, roles, standalone, overlap) -> dict:
+    """One training run (with the servers up): prints its table and a `LAYOUT {json}` line; returns the
+    step means after the first step."""
+    train_gpus = roles["training"]
     sampler = Sampler(url)
-    config = recipe(args, policy, url, out_dir, tmp, overlap)
+    config = recipe(args, policy, reasoner, url, out_dir, tmp, overlap, policy_url)
     launch = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.accelerate_config,
         "--num_processes", str(len(train_gpus)), "--main_process_port", str(free_port()),
@@ -160,7 +187,7 @@ def train(args, policy, url, out_dir, tmp, train_gpus, step_requests, standalone
         raise SystemExit(run.returncode)
 
     state = json.loads((out_dir / "trainer_state.json").read_text())
-    print(f"reasoner_overlap: {overlap}")
+    print(f"layout {args.layout}, reasoner_overlap: {overlap}")
     print(
         f"{'step':>4} {'step_s':>7} {'generation_s':>12} {'logprob_s':>9} {'reward_s':>9} {'reasoner_s':>10} "
         f"{'rest_s':>7} {'caption_len':>11}"
@@ -171,26 +198,57 @@ def train(args, policy, url, out_dir, tmp, train_gpus, step_requests, standalone
         print(f"{h['step']:>4} {h['step_time']:>7.1f} {gen:>12.1f} {lp:>9.1f} {rew:>9.1f} "
               f"{h.get('caption_reasoner/reasoner_seconds', 0.0):>10.1f} {h['step_time'] - gen - lp - rew:>7.1f} "
               f"{h['completions/mean_length']:>11.0f}")  # fmt: skip
-    print("peak memory used per GPU (nvidia-smi, GiB):",
-          {i: round(mib / 1024, 1) for i, mib in sorted(sampler.gpu_peak.items())})  # fmt: skip
-    tokens, seconds, rate, most = sampler.busy_throughput()
-    print(f"server during training: {tokens:.0f} output tokens in {seconds:.1f}s with requests running = "
-          f"{rate:.0f} tok/s, at most {most:.0f} requests at once; standalone at {step_requests}: "
-          f"{standalone[step_requests]:.0f} tok/s (ratio {rate / standalone[step_requests]:.2f})")  # fmt: skip
-    if len(train_gpus) > 1:
-        print(f"one rank sends at most {args.per_device} requests at once: {most:.0f} running at once means "
-              f"{'several ranks were served concurrently' if most > args.per_device else 'no overlap was seen'}")  # fmt: skip
-
+    peak = {i: round(mib / 1024, 1) for i, mib in sorted(sampler.gpu_peak.items())}
+    print("peak memory used per GPU (nvidia-smi, GiB):", peak)
     later = logged[1:] or logged
-    return {
+    means = {
         key: sum(h.get(name, 0.0) for h in later) / len(later)
-        for key, name in (("step", "step_time"), ("reward", "time/reward_s"), ("logprob", "time/logprob_s"))
-    }
+        for key, name in (
+            ("step", "step_time"), ("generation", "time/generation_s"), ("logprob", "time/logprob_s"),
+            ("reward", "time/reward_s"), ("reasoner", "caption_reasoner/reasoner_seconds"),
+            ("engine_tok_s", "caption_reasoner/reasoner_tokens_per_second"),
+        )
+    }  # fmt: skip
+    if url is not None:
+        tokens, seconds, rate, most = sampler.busy_throughput()
+        n = args.per_device * len(train_gpus)
+        print(f"server during training: {tokens:.0f} output tokens in {seconds:.1f}s with requests running = "
+              f"{rate:.0f} tok/s, at most {most:.0f} requests at once; standalone at {n}: "
+              f"{standalone[n]:.0f} tok/s (ratio {rate / standalone[n]:.2f})")  # fmt: skip
+        if len(train_gpus) > 1:
+            print(f"one rank sends at most {args.per_device} requests at once: {most:.0f} running at once means "
+                  f"{'several ranks were served concurrently' if most > args.per_device else 'no overlap was seen'}")  # fmt: skip
+    else:  # each rank's engine answers its own captions at once: rank 0's rate times the ranks
+        rate = means["engine_tok_s"] * len(train_gpus)
+        print(f"in-process reasoners: rank 0's engine {means['engine_tok_s']:.0f} tok/s while answering; "
+              f"x {len(train_gpus)} engines = {rate:.0f} tok/s")  # fmt: skip
+    captions = args.per_device * len(train_gpus)
+    summary = {
+        "layout": args.layout, "gpus": roles, "overlap": overlap, "captions_per_step": captions,
+        "per_device": args.per_device, "caption_tokens": args.caption_tokens, "reasoner_tokens": args.reasoner_tokens,
+        **{f"{k}_s": round(v, 1) for k, v in means.items() if k != "engine_tok_s"},
+        "backward_and_rest_s": round(means["step"] - means["generation"] - means["logprob"] - means["reward"], 1),
+        "captions_per_s": round(captions / means["step"], 2), "reasoner_tok_s": round(rate),
+        "peak_gib": peak, "device": subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
+        ).stdout.splitlines()[0],
+    }  # fmt: skip
+    print("LAYOUT", json.dumps(summary), flush=True)
+    return means
+
+
+def start_server(command: list[str], gpus: list[int], log: Path) -> subprocess.Popen:
+    print(f"$ CUDA_VISIBLE_DEVICES={','.join(map(str, gpus))} {' '.join(command[1:])}  (log: {log})")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
+    return subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layout", choices=["dedicated", "shared"], default="dedicated")
+    parser.add_argument(
+        "--layout", choices=["dedicated", "shared", "colocate", "served-policy"], default="dedicated"
+    )
+    parser.add_argument("--server-dp", type=int, default=1, help="the reasoner server's --data-parallel-size")
     parser.add_argument("--accelerate-config", default="configs/accelerate/zero3.yaml")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--port", type=int, default=8011)
@@ -199,6 +257,9 @@ def main() -> None:
     parser.add_argument("--reasoner-tokens", type=int, default=512)
     parser.add_argument("--server-memory", type=float, help="default 0.85 dedicated, 0.25 shared")
     parser.add_argument("--policy-vllm-memory", type=float, help="default 0.3 dedicated, 0.15 shared")
+    parser.add_argument(
+        "--reasoner-memory", type=float, default=0.3, help="colocate: each rank's reasoner engine"
+    )
     parser.add_argument("--standalone-requests", type=int, default=512, help="the larger standalone load")
     parser.add_argument("--overlap", choices=["both", "on", "off"], default="both",
                         help="reasoner_overlap of the training run(s); both: off, then on")  # fmt: skip
@@ -208,66 +269,82 @@ def main() -> None:
     args.policy_vllm_memory = args.policy_vllm_memory or (0.15 if shared else 0.3)
 
     import torch
-    from shapes import policy_dir, reasoner_dir
+    from shapes import policy_dir, reasoner_dir, wait_healthy
 
     from racro_trl import prompts as P
     from racro_trl.reasoners import OpenAIReasoner, Sampling
 
-    gpus = torch.cuda.device_count()
-    if gpus < 2:
-        raise SystemExit(f"needs >= 2 GPUs, found {gpus}")
-    train_gpus = list(range(gpus)) if shared else list(range(1, gpus))
+    gpus = list(range(torch.cuda.device_count()))
+    k = args.server_dp
+    roles = {
+        "dedicated": {"reasoner": gpus[:k], "training": gpus[k:]},
+        "shared": {"reasoner": gpus[:1], "training": gpus},
+        "colocate": {"training": gpus},
+        "served-policy": {"reasoner": gpus[:k], "policy_sampler": gpus[k : k + 1], "training": gpus[k + 1 :]},
+    }[args.layout]
+    if not roles["training"] or any(len(v) < (k if r == "reasoner" else 1) for r, v in roles.items()):
+        raise SystemExit(
+            f"layout {args.layout} with --server-dp {k} needs more than the {len(gpus)} GPU(s) here"
+        )
     tmp = Path(os.environ.get("BENCH_TMP", "/tmp/bench"))
     reasoner = reasoner_dir(tmp / "r1-distill-qwen-7b")
     policy = tmp / "qwen2.5-vl-3b"
     if not (policy / "config.json").exists():
         policy_dir(policy)
-    log = tmp / "server.log"
-    server_cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(reasoner), "--served-model-name",
-        "reasoner", "--load-format", "dummy", "--max-model-len", "4096", "--port", str(args.port),
-        "--gpu-memory-utilization", str(args.server_memory),
-    ]  # fmt: skip
-    server = subprocess.Popen(
-        server_cmd,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": "0"},
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{args.port}"
-    from shapes import wait_healthy
-
+    servers, url, policy_url = [], None, None
     try:
+        if "reasoner" in roles:
+            server_cmd = [
+                sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(reasoner),
+                "--served-model-name", "reasoner", "--load-format", "dummy", "--max-model-len", "4096",
+                "--port", str(args.port), "--gpu-memory-utilization", str(args.server_memory),
+                *(["--data-parallel-size", str(k)] if k > 1 else []),
+            ]  # fmt: skip
+            url = f"http://127.0.0.1:{args.port}"
+            servers.append(
+                (url, start_server(server_cmd, roles["reasoner"], tmp / "server.log"), tmp / "server.log")
+            )
+        if "policy_sampler" in roles:
+            port = free_port()
+            policy_cmd = [
+                sys.executable, "-m", "trl.scripts.vllm_serve", "--model", str(policy), "--port", str(port),
+                "--gpu_memory_utilization", str(args.server_memory), "--max_model_len", "4096",
+            ]  # fmt: skip
+            policy_url = f"http://127.0.0.1:{port}"
+            log = tmp / "policy-server.log"
+            servers.append((policy_url, start_server(policy_cmd, roles["policy_sampler"], log), log))
         start = time.perf_counter()
-        wait_healthy(url, server, log)
-        print(
-            f"vllm serve (GPU 0, {args.server_memory} of its memory) healthy in {time.perf_counter() - start:.0f}s"
-        )
+        for server_url, server, log in servers:
+            wait_healthy(server_url, server, log)
+            print(f"{server_url} healthy after {time.perf_counter() - start:.0f}s")
 
-        client = OpenAIReasoner(url + "/v1", concurrency=512)
-        caption = "A red circle is left of two blue squares; a line joins them at an angle. " * 8
-        chats = [
-            P.reasoner_reward_messages(f"Caption {i}. {caption}"[: args.caption_tokens], "How many squares?")
-            for i in range(512)
-        ]
-        sampling = Sampling(temperature=1.0, top_p=1.0, max_tokens=args.reasoner_tokens)
-        client.generate(chats[:32], 1, Sampling(max_tokens=16))  # warm-up
-        step_requests = args.per_device * len(train_gpus)
         standalone = {}
-        for n in sorted({step_requests, args.standalone_requests}):
-            start = time.perf_counter()
-            client.generate(chats[:n], 1, sampling)
-            seconds = time.perf_counter() - start
-            standalone[n] = client.last_output_tokens / seconds
-            print(f"server standalone, {n} concurrent requests: {client.last_output_tokens} output tokens in "
-                  f"{seconds:.1f}s = {standalone[n]:.0f} tok/s")  # fmt: skip
+        if url is not None:
+            client = OpenAIReasoner(url + "/v1", concurrency=512)
+            caption = "A red circle is left of two blue squares; a line joins them at an angle. " * 8
+            chats = [
+                P.reasoner_reward_messages(
+                    f"Caption {i}. {caption}"[: args.caption_tokens], "How many squares?"
+                )
+                for i in range(512)
+            ]
+            sampling = Sampling(temperature=1.0, top_p=1.0, max_tokens=args.reasoner_tokens)
+            client.generate(chats[:32], 1, Sampling(max_tokens=16))  # warm-up
+            step_requests = args.per_device * len(roles["training"])
+            for n in sorted({step_requests, args.standalone_requests}):
+                start = time.perf_counter()
+                client.generate(chats[:n], 1, sampling)
+                seconds = time.perf_counter() - start
+                standalone[n] = client.last_output_tokens / seconds
+                print(f"server standalone, {n} concurrent requests: {client.last_output_tokens} output tokens in "
+                      f"{seconds:.1f}s = {standalone[n]:.0f} tok/s")  # fmt: skip
 
         runs = {"off": [False], "on": [True], "both": [False, True]}[args.overlap]
         means = {}
         for overlap in runs:
             out_dir = tmp / f"multi-gpu-cro-{args.layout}-overlap-{overlap}"
             means[overlap] = train(
-                args, policy, url, out_dir, tmp, train_gpus, step_requests, standalone, overlap
+                args, policy, reasoner, url, policy_url, out_dir, tmp, roles, standalone, overlap
             )
         if len(means) == 2:
             seq, ovl = means[False], means[True]
@@ -283,8 +360,10 @@ def main() -> None:
             f"saved 16-bit checkpoint reloads: {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters"
         )
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        for _, server, _ in servers:
+            server.terminate()
+        for _, server, _ in servers:
+            server.wait(timeout=60)
 
 
 if __name__ == "__main__":

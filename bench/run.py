@@ -2,7 +2,9 @@
 
 On a CUDA machine: the reward path vs standalone vLLM vs transformers (R1-Distill-Qwen-7B shape),
 CRO steps on one GPU (Qwen2.5-VL-3B shape: LoRA, then full fine-tuning under ZeRO-3 with CPU
-offload) and, with two GPUs or more, the served-reasoner run (bench/multi_gpu_cro.py). On any
+offload), the largest batch with 4096-token captions (bench/batch_fit.py) and, with two or three
+GPUs, the served-reasoner run (bench/multi_gpu_cro.py); with four or more, its three 4-GPU layouts
+(colocate, policy and reasoner served, reasoner served data-parallel) on all GPUs. On any
 machine: grading and leak-detection quality on the labelled sets (bench/grading.py). Without a GPU: prepare-data throughput and the CPU smoke run of the reward-path script (tiny models; its
 ratios are not the GPU figures).
 """
@@ -35,11 +37,42 @@ def main() -> None:
             "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/zero3_offload.yaml",
             "--num_processes", "1", str(HERE / "cro_step.py"), "--mode", "full",
         )  # fmt: skip
-        if torch.cuda.device_count() >= 2:
+        run(str(HERE / "batch_fit.py"))  # 4096-token captions: the largest batch, reasoner awake / asleep
+        gpus = torch.cuda.device_count()
+        if gpus in (2, 3):
+            run(str(HERE / "multi_gpu_cro.py"), "--layout", "shared" if gpus == 2 else "dedicated")
+        if gpus >= 4:  # the three 4-GPU layouts of BENCHMARKS.md, 64 captions a step each
+            layout = ["--steps", "2", "--caption-tokens", "256", "--reasoner-tokens", "2048",
+                      "--policy-vllm-memory", "0.2", "--standalone-requests", "64"]  # fmt: skip
             run(
                 str(HERE / "multi_gpu_cro.py"),
                 "--layout",
-                "shared" if torch.cuda.device_count() == 2 else "dedicated",
+                "colocate",
+                "--overlap",
+                "off",
+                "--per-device",
+                "16",
+                *layout,
+            )
+            run(
+                str(HERE / "multi_gpu_cro.py"),
+                "--layout",
+                "served-policy",
+                "--overlap",
+                "on",
+                "--per-device",
+                "32",
+                *layout,
+            )
+            run(
+                str(HERE / "multi_gpu_cro.py"),
+                "--server-dp",
+                "2",
+                "--overlap",
+                "on",
+                "--per-device",
+                "32",
+                *layout,
             )
     else:
         run(str(HERE / "prepare_data.py"), "--rows", "2000")

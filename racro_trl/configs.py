@@ -154,6 +154,12 @@ class CROScriptArguments(trl.ScriptArguments):
                   "level 1: its weights wait in CPU memory, its KV cache is freed), so the policy's forward and "
                   "backward passes get its GPU memory; each reward call wakes it (BENCHMARKS.md: the cost)."},
     )  # fmt: skip
+    reasoner_engine_kwargs: dict | str | None = field(
+        default=None,
+        metadata={"help": "vLLM backend: further vllm.LLM arguments of the reasoner's engine, a mapping (YAML) or a JSON "
+                  "string, e.g. {kv_cache_dtype: fp8, enable_prefix_caching: true}; arguments the reasoner_* fields "
+                  "set are refused here."},
+    )  # fmt: skip
     reasoner_timeout: float | None = field(
         default=None,
         metadata={"help": "openai backend: seconds per request; None: 60 + reasoner_max_tokens / 4 (4 tokens a second "
@@ -238,10 +244,46 @@ class CROScriptArguments(trl.ScriptArguments):
                 f"reasoner_sleep puts the in-process vLLM reasoner to sleep, but reasoner_backend is "
                 f"{self.reasoner_backend!r}; set reasoner_backend: vllm or remove reasoner_sleep"
             )
+        self._check_engine_kwargs()
         if self.reasoner_num_samples < 1:
             raise ValueError(f"reasoner_num_samples must be >= 1, got {self.reasoner_num_samples}")
         if self.reasoner_max_tokens < 1:
             raise ValueError(f"reasoner_max_tokens must be >= 1, got {self.reasoner_max_tokens}")
+
+    # vllm.LLM arguments that named reasoner_* fields set (VLLMReasoner's own arguments included).
+    ENGINE_FIELDS = {
+        "model": "reasoner_model", "tensor_parallel_size": "reasoner_tensor_parallel_size",
+        "gpu_memory_utilization": "reasoner_gpu_memory_utilization", "max_model_len": "reasoner_max_model_len",
+        "dtype": "reasoner_dtype", "enforce_eager": "reasoner_enforce_eager", "seed": "reasoner_seed",
+        "sleep": "reasoner_sleep", "enable_sleep_mode": "reasoner_sleep",
+    }  # fmt: skip
+
+    def _check_engine_kwargs(self) -> None:
+        import json
+
+        if isinstance(self.reasoner_engine_kwargs, str):
+            try:
+                self.reasoner_engine_kwargs = json.loads(self.reasoner_engine_kwargs)
+            except json.JSONDecodeError as e:
+                raise ValueError(
+                    f"reasoner_engine_kwargs is not a JSON object ({e}): {self.reasoner_engine_kwargs!r}"
+                ) from e
+        kwargs = self.reasoner_engine_kwargs
+        if kwargs is None:
+            return
+        if not isinstance(kwargs, dict):
+            raise ValueError(
+                f"reasoner_engine_kwargs must be a mapping of vllm.LLM arguments, got {kwargs!r}"
+            )
+        if self.reasoner_backend != "vllm":
+            raise ValueError(
+                f"reasoner_engine_kwargs are vllm.LLM arguments, but reasoner_backend is {self.reasoner_backend!r}"
+            )
+        named = {k: self.ENGINE_FIELDS[k] for k in kwargs if k in self.ENGINE_FIELDS}
+        if named:
+            raise ValueError(
+                "reasoner_engine_kwargs sets " + ", ".join(f"{k} (use {field})" for k, field in named.items())
+            )
 
     def reasoner_kwargs(self) -> dict:
         """Backend options for :func:`racro_trl.reasoners.build_reasoner`."""
@@ -263,6 +305,7 @@ class CROScriptArguments(trl.ScriptArguments):
                 "enforce_eager": self.reasoner_enforce_eager,
                 "seed": self.reasoner_seed,
                 "sleep": self.reasoner_sleep,
+                **(self.reasoner_engine_kwargs or {}),
             }
         return {"dtype": self.reasoner_dtype}
 

@@ -97,11 +97,26 @@ def test_unknown_yaml_key_fails(tmp_path):
             {"reasoner_sleep": True, "reasoner_backend": "openai", "reasoner_url": "http://127.0.0.1:1/v1"},
             "reasoner_sleep puts the in-process vLLM reasoner to sleep",
         ),
+        ({"reasoner_engine_kwargs": {"gpu_memory_utilization": 0.5}}, "use reasoner_gpu_memory_utilization"),
+        ({"reasoner_engine_kwargs": "{load_format: dummy}"}, "not a JSON object"),
+        (
+            {
+                "reasoner_engine_kwargs": {"load_format": "dummy"},
+                "reasoner_backend": "openai",
+                "reasoner_url": "http://127.0.0.1:1/v1",
+            },
+            "but reasoner_backend is 'openai'",
+        ),
     ],
 )
 def test_bad_combinations(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CROScriptArguments(dataset_name="data/sample", **kwargs)
+
+
+def test_engine_kwargs_from_the_command_line_reach_the_engine():
+    s, _, _ = parse(REPO / "recipes/tiny/cro.yaml", "--reasoner_engine_kwargs", '{"load_format": "dummy"}')
+    assert s.reasoner_kwargs()["load_format"] == "dummy"
 
 
 def test_bad_combination_from_yaml_names_the_fix(tmp_path):
