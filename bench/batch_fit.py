@@ -36,6 +36,18 @@ def gpu_memory() -> dict[int, float]:
     return {int(i): float(m) for i, m in (line.split(",") for line in out.strip().splitlines())}
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports (held open together while chosen)."""
+    import contextlib
+    import socket
+
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="16,24", help="per_device_train_batch_size values, reasoner awake")
@@ -83,7 +95,7 @@ def main() -> None:
         stop.clear()
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        procs = []
+        procs, ports = [], free_ports(len(batch))
         for gpu, (size, sleep) in enumerate(batch):
             work = tmp / f"fit-{size}-{'sleep' if sleep else 'awake'}"
             work.mkdir(parents=True, exist_ok=True)
@@ -96,7 +108,10 @@ def main() -> None:
                 *(["--sleep"] if sleep else []),
             ]  # fmt: skip
             log = work / "run.log"
-            env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu), "BENCH_TMP": str(work)}
+            # TRL's colocated vLLM takes MASTER_PORT, else the first free of 29500, ...: runs started together
+            # all found 29500 free and all but one failed to bind it (EADDRINUSE, seen on 4 H200s).
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu), "BENCH_TMP": str(work),
+                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(ports[gpu])}  # fmt: skip
             print(f"$ CUDA_VISIBLE_DEVICES={gpu} {' '.join(command[1:])}  (log: {log})", flush=True)
             procs.append((gpu, size, sleep, log, subprocess.Popen(command, env=env, stdout=log.open("w"),
                                                                    stderr=subprocess.STDOUT)))  # fmt: skip

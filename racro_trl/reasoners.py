@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -109,8 +110,6 @@ def spawn_vllm_workers() -> None:
     it forever; seen on an H100 under ZeRO-3). vLLM does the same for TRL's colocated engine
     (``external_launcher``).
     """
-    import os
-
     import torch
 
     os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
@@ -149,6 +148,14 @@ class VLLMReasoner:
         # no reasoner_seed, crashed at their first reward on an H100. Unseeded means vLLM's default.
         if seed is not None:
             engine_kwargs["seed"] = seed
+        import torch
+
+        # Several ranks each build an engine in their own process (the colocate layout); vLLM's in-process
+        # executor places it on its local rank 0, the first visible GPU, whatever the rank: on 4 H200s
+        # all four reasoners went to GPU 0 ("No available memory for the cache blocks"). device_ids (an
+        # index into the visible GPUs) puts it on the GPU the rank trains on.
+        if "LOCAL_RANK" in os.environ and torch.cuda.is_available() and tensor_parallel_size == 1:
+            engine_kwargs.setdefault("device_ids", [torch.cuda.current_device()])
         self.llm = LLM(
             model=model,
             tensor_parallel_size=tensor_parallel_size,
@@ -168,7 +175,10 @@ class VLLMReasoner:
         self.last_output_tokens = 0
         if sleep:
             self.llm.sleep(level=1)
-        logger.info("vLLM reasoner %s ready in %.1fs", model, time.perf_counter() - start)
+        logger.info(
+            "vLLM reasoner %s ready in %.1fs%s", model, time.perf_counter() - start,
+            f" on GPU {engine_kwargs['device_ids'][0]}" if "device_ids" in engine_kwargs else "",
+        )  # fmt: skip
 
     def prompts(self, chats: list[Chat]) -> list[str]:
         """The chats rendered with the reasoner's chat template."""
