@@ -20,7 +20,7 @@ from transformers import AutoProcessor, set_seed
 from trl import GRPOConfig, ModelConfig, get_peft_config
 
 from racro_trl.card import check_hub_push
-from racro_trl.configs import CROScriptArguments, make_parser, validate_run
+from racro_trl.configs import CROScriptArguments, keep_vllm_out, make_parser, validate_run
 from racro_trl.data import (
     constant_images,
     filter_dataset,
@@ -38,7 +38,6 @@ from racro_trl.policy import (
 from racro_trl.report import audit_summary, reward_table
 from racro_trl.rewards import CaptionReward, get_reward_funcs
 from racro_trl.tables import CaptionTableCallback
-from racro_trl.trainer import CROTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +67,10 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
         lib.utils.logging.set_verbosity(training_args.get_process_log_level())
     validate_run(script_args, training_args, state.num_processes)
     check_hub_push(training_args)
+    from racro_trl.trainer import CROTrainer  # after keep_vllm_out: TRL's trainer imports vLLM if it can
+
+    if sys.modules.get("vllm", False) is None:
+        logger.info("this run uses no vLLM: it was not imported")
     logger.info("script %s\nmodel %s", script_args, model_args)
 
     # ---- Data ---------------------------------------------------------------------------------------
@@ -156,4 +159,6 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
 
 
 if __name__ == "__main__":
-    main(*make_parser().parse_args_and_config())
+    args = make_parser().parse_args_and_config()
+    keep_vllm_out(*args[:2])  # before main imports the trainer
+    main(*args)

@@ -94,6 +94,8 @@ def start_server(command: list[str], log: Path, env: dict | None = None) -> tupl
     """Start a vLLM server command (it gets ``--host 127.0.0.1 --port <free>``): (process, base URL)."""
     port = free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})}
+    # A test that built an engine in the worker set this (spawn_vllm_workers); a server keeps its own layout.
+    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
     with log.open("w") as out:
         server = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(port)],
@@ -189,6 +191,18 @@ def vllm_reasoner(tiny_models):
     )
     yield reasoner
     reasoner.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_mllm(tiny_models):
+    """An in-process vLLM engine on the tiny policy, for the session: engines built in one process share
+    vLLM's distributed state, and one dropped while another is in use (a module fixture going out of
+    scope) tears it down under the other (test_rewards failed after test_evaluation)."""
+    from racro_trl.pipeline import build_mllm
+
+    return build_mllm(
+        "vllm", str(tiny_models["policy"]), max_model_len=1024, enforce_eager=True, gpu_memory_utilization=0.3
+    )
 
 
 def racro(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

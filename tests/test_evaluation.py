@@ -17,7 +17,7 @@ from racro_trl.evaluation import (
     load_benchmark,
     score,
 )
-from racro_trl.pipeline import Item, RacroPipeline, build_mllm
+from racro_trl.pipeline import Item, RacroPipeline
 from racro_trl.reasoners import Sampling
 
 COLUMNS = ["index", "image", "question", "hint", "A", "B", "C", "answer", "category"]
@@ -86,13 +86,6 @@ def test_bad_benchmark_files(tmp_path):
     (tmp_path / "cols.tsv").write_text("index\tquestion\n1\tq\n")
     with pytest.raises(BenchmarkError, match=r"lacks column\(s\) \['answer', 'image'\]"):
         load_benchmark(tmp_path / "cols.tsv")
-
-
-@pytest.fixture(scope="module")
-def vllm_mllm(tiny_models):
-    return build_mllm(
-        "vllm", str(tiny_models["policy"]), max_model_len=1024, enforce_eager=True, gpu_memory_utilization=0.3
-    )
 
 
 @pytest.mark.slow
