@@ -6,12 +6,17 @@ Every key of the YAML is a field of CROScriptArguments (racro_trl/configs.py), t
 trl.ModelConfig, and can be overridden on the command line (`--learning_rate 5e-7`).
 """
 
+# ruff: noqa: E402 (the stack-printing signal handler goes in before the heavy imports)
 import faulthandler
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
+
+# A run that seems stuck: `kill -USR1 <pid of a rank>` prints that rank's Python stacks to stderr, from
+# here on (the imports below take a rank's first ~15 s).
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 import datasets
 import transformers
@@ -54,8 +59,6 @@ def recipe_text(argv: list[str]) -> str | None:
 
 def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args: ModelConfig):
     # ---- Seed, logging, launch checks --------------------------------------------------------------
-    # A run that seems stuck: `kill -USR1 <pid of a rank>` prints that rank's Python stacks to stderr.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
     set_seed(training_args.seed)
     state = PartialState()
     logging.basicConfig(
