@@ -385,6 +385,6 @@ def run_logged(command: list[str], log: Path, timeout: int, env: dict | None = N
             stacks = log.read_text()[len(before) :]
             pytest.fail(
                 f"{' '.join(command[:6])} ... timed out after {timeout} s; its log:\n{before[-4000:]}\n"
-                f"---- its stacks (SIGUSR1) ----\n{stacks[:12000]}"
+                f"---- its stacks (SIGUSR1) ----\n{stacks[:40000]}"
             )
     return proc.returncode, log.read_text()
