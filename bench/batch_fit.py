@@ -18,22 +18,10 @@ import argparse
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-
-
-def gpu_memory() -> dict[int, float]:
-    """MiB in use per GPU."""
-    out = subprocess.run(
-        ["nvidia-smi", "--query-gpu=index,memory.used", "--format=csv,noheader,nounits"],
-        capture_output=True,
-        text=True,
-    ).stdout
-    return {int(i): float(m) for i, m in (line.split(",") for line in out.strip().splitlines())}
 
 
 def free_ports(n: int) -> list[int]:
@@ -62,6 +50,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    from multi_gpu_cro import Sampler
     from shapes import policy_dir
 
     runs = [(int(n), False) for n in args.sizes.split(",") if n] + [
@@ -79,21 +68,10 @@ def main() -> None:
     print(f"{len(runs)} runs on {gpus} x {torch.cuda.get_device_name()}, {args.caption_tokens}-token captions, "
           f"{args.reasoner_tokens}-token answers, {args.steps} steps each", flush=True)  # fmt: skip
 
-    peaks: dict[int, float] = {}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            for i, mib in gpu_memory().items():
-                peaks[i] = max(peaks.get(i, 0.0), mib)
-            time.sleep(0.5)
-
     results = []
     for start in range(0, len(runs), gpus):
         batch = runs[start : start + gpus]
-        peaks.clear()
-        stop.clear()
-        sampler = threading.Thread(target=sample, daemon=True)
+        sampler = Sampler(None)  # peak memory per GPU, no server to read
         sampler.start()
         procs, ports = [], free_ports(len(batch))
         for gpu, (size, sleep) in enumerate(batch):
@@ -134,13 +112,13 @@ def main() -> None:
                 else f"failed ({code})"
             )
             results.append((size, sleep, outcome, steps, gpu, log))
-        stop.set()
+        sampler.stop.set()
         sampler.join()
         for size, sleep, outcome, steps, gpu, log in results[start:]:
             fields = steps[-1].split() if steps else []
             step_s, torch_peak = (fields[2], fields[7]) if len(fields) >= 9 else ("-", "-")
             print(f"size {size:>3} reasoner {'asleep' if sleep else 'awake ':<6}: {outcome:<14} peak used "
-                  f"{peaks.get(gpu, 0) / 1024:6.1f} GiB (nvidia-smi), torch peak {torch_peak} GiB, last step "
+                  f"{sampler.gpu_peak.get(gpu, 0) / 1024:6.1f} GiB (nvidia-smi), torch peak {torch_peak} GiB, last step "
                   f"{step_s} s, steps done {len(steps)}", flush=True)  # fmt: skip
             if outcome.startswith("failed"):
                 print("\n".join(log.read_text(errors="replace").splitlines()[-30:]))

@@ -44,36 +44,12 @@ def main() -> None:
         if gpus >= 4:  # the three 4-GPU layouts of BENCHMARKS.md, 64 captions a step each
             layout = ["--steps", "2", "--caption-tokens", "256", "--reasoner-tokens", "2048",
                       "--policy-vllm-memory", "0.2", "--standalone-requests", "64"]  # fmt: skip
-            run(
-                str(HERE / "multi_gpu_cro.py"),
-                "--layout",
-                "colocate",
-                "--overlap",
-                "off",
-                "--per-device",
-                "16",
-                *layout,
-            )
-            run(
-                str(HERE / "multi_gpu_cro.py"),
-                "--layout",
-                "served-policy",
-                "--overlap",
-                "on",
-                "--per-device",
-                "32",
-                *layout,
-            )
-            run(
-                str(HERE / "multi_gpu_cro.py"),
-                "--server-dp",
-                "2",
-                "--overlap",
-                "on",
-                "--per-device",
-                "32",
-                *layout,
-            )
+            for variant in (
+                ["--layout", "colocate", "--overlap", "off", "--per-device", "16"],
+                ["--layout", "served-policy", "--overlap", "on", "--per-device", "32"],
+                ["--server-dp", "2", "--overlap", "on", "--per-device", "32"],
+            ):
+                run(str(HERE / "multi_gpu_cro.py"), *variant, *layout)
     else:
         run(str(HERE / "prepare_data.py"), "--rows", "2000")
         run(str(HERE / "reward_throughput.py"), "--tiny")

@@ -365,8 +365,8 @@ def validate_run(script_args: CROScriptArguments, training_args, num_processes: 
         )
 
 
-def keep_vllm_out(script_args: CROScriptArguments, training_args) -> bool:
-    """Keep vLLM out of this process when the run does not use it; True if it did.
+def keep_vllm_out(script_args: CROScriptArguments, training_args) -> None:
+    """Keep vLLM out of this process when the run does not use it (the recipe logs that it did).
 
     TRL 1.16 imports vLLM whenever it is installed (``trl.generation``), also for a run that samples
     captions with transformers and asks a served reasoner: on 2 CPU cores the trainer's imports took
@@ -382,9 +382,8 @@ def keep_vllm_out(script_args: CROScriptArguments, training_args) -> bool:
         or any("." in name for name in script_args.reward_funcs)
         or "vllm" in sys.modules
     ):
-        return False
+        return
     sys.modules["vllm"] = None  # importlib then finds no vllm: TRL takes it as not installed
-    return True
 
 
 def make_parser() -> trl.TrlParser:
