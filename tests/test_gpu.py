@@ -1,7 +1,7 @@
 """GPU checks (`pytest -m gpu`; skipped without CUDA): vLLM reasoner, ZeRO-3 launch, the colour task with
 the policy sampling through TRL's colocated vLLM (and served by `trl vllm-serve` with two GPUs), the
-multi-node config as two machines (two GPUs), and the shipped GPU recipes launched on dummy-weight
-policies of the real shapes."""
+multi-node config as two machines (two GPUs), each rank's in-process reasoner on its own GPU (two
+GPUs), and the shipped GPU recipes launched on dummy-weight policies of the real shapes."""
 
 import json
 import os
@@ -13,6 +13,7 @@ import pytest
 from conftest import (
     PYTHON,
     REPO,
+    TWO_RANKS,
     assert_learned,
     assert_rewards_follow_ranks,
     colour_launch,
@@ -155,6 +156,24 @@ def test_server_mode_samples_the_trained_prompt_and_cro_learns(colour_models, co
     print("logp differences", [round(h["sampling/sampling_logp_difference/mean"], 5) for h in steps])
     assert_sampled_is_trained(steps, log)
     assert_learned(steps)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_each_rank_builds_its_reasoner_on_its_own_gpu(colour_models, colour_data, tmp_path):
+    """Colocate on two GPUs (the DDP config, two ranks, the in-process vLLM reasoner): each rank's
+    reasoner asks for 0.6 of a GPU, which fits only when each is on its own rank's GPU (vLLM's
+    in-process executor had put both on the first one: 1.2 of a GPU). Groups split across the ranks."""
+    out = tmp_path / "two-ranks"
+    command = colour_launch(
+        colour_models, colour_data, out, "--max_steps", "2", "--save_strategy", "no", *TWO_RANKS,
+        "--reasoner_backend", "vllm", "--reasoner_gpu_memory_utilization", "0.6", num_processes=2,
+    )  # fmt: skip
+    code, log = run_logged(command, out.with_suffix(".log"), timeout=240)  # it runs in ~45 s on 2 H200s
+    assert code == 0, log[-8000:]
+    assert re.search(r"vLLM reasoner .* ready in [\d.]+s on GPU 0", log), log[-3000:]
+    steps = logged_steps(out)
+    assert [h["step"] for h in steps] == [1, 2]
+    assert_rewards_follow_ranks(out, steps, 32)
 
 
 # The shipped GPU recipes, with the documented launch on one GPU (ZeRO-3 with CPU offload: the 8-GPU
