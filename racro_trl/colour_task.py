@@ -103,6 +103,8 @@ def _sft(
     The reader's learning rate decays to 0 (``linear``): at a constant 2e-3 its last steps spiked (grad
     norm 10-30) and the saved model had unlearned its end-of-turn token. The captioner's stays
     ``constant``: decayed, it learned the colours of the question prompt less (72% against 97%).
+    Gradient checkpointing (on in TRL's SFTConfig by default) is off: recomputing these tiny models'
+    forward passes took 16 of `racro make-tiny`'s 122 s on 2 cores, and the models come out the same.
     """
     import tempfile
 
@@ -113,7 +115,7 @@ def _sft(
             output_dir=scratch, max_steps=steps, per_device_train_batch_size=batch, learning_rate=lr,
             lr_scheduler_type=schedule, warmup_steps=0, weight_decay=0.0, logging_steps=max(1, steps // 5),
             save_strategy="no", report_to="none", use_cpu=True, bf16=False, seed=seed, data_seed=seed,
-            max_length=None, disable_tqdm=True,
+            max_length=None, disable_tqdm=True, gradient_checkpointing=False,
         )  # fmt: skip
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processing_class)
         trainer.train()

@@ -37,6 +37,14 @@ def main(policy: str, out: str, backend: str) -> None:
         images = [Image.new("RGB", size, (40 * i, 200 - 30 * i, 90)) for size in sizes]
         question = "<image>" * len(images) + f"What is in figure {i}?"
         rows.append({"prompt": caption_messages(question, len(images)), "images": images})
+    if backend == "vllm":
+        import functools
+
+        import trl.generation.vllm_generation as vllm_generation
+
+        # TRL builds its colocated engine without enforce_eager: on CPU vLLM then compiles the model with
+        # inductor (about 100 s of 2 cores here), which has nothing to do with what the probe records.
+        vllm_generation.LLM = functools.partial(vllm_generation.LLM, enforce_eager=True)
     processor = AutoProcessor.from_pretrained(policy)
     set_image_pixels(processor, MIN_PIXELS, MAX_PIXELS)
     args = GRPOConfig(

@@ -171,13 +171,13 @@ def test_cro_grpo_stage_runs(tiny_models, tmp_path):
 @pytest.mark.slow
 def test_stuck_run_prints_its_stacks(tiny_models, sample_data, tmp_path):
     """SIGUSR1 makes a rank print its Python stacks, from its first line on; the test launcher sends it
-    before killing a run that outlives its timeout (here: 200 steps stopped after 45 s, wherever the
+    before killing a run that outlives its timeout (here: 200 steps stopped after 25 s, wherever the
     rank is then: importing, loading or training)."""
     command = tiny_launch(
         "configs/accelerate/single.yaml", tiny_models, tmp_path / "run", "--dataset_name", str(sample_data),
         "--max_steps", "200", "--max_train_samples", "48", "--save_strategy", "no",
     )  # fmt: skip
     with pytest.raises(
-        pytest.fail.Exception, match=r"(?s)timed out after 45 s.*most recent call first.*recipes/cro\.py"
+        pytest.fail.Exception, match=r"(?s)timed out after 25 s.*most recent call first.*recipes/cro\.py"
     ):
-        run_logged(command, tmp_path / "run.log", timeout=45)
+        run_logged(command, tmp_path / "run.log", timeout=25)
