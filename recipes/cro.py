@@ -39,6 +39,7 @@ from racro_trl.policy import (
     freeze_vision_tower,
     partitioning,
     resume_checkpoint,
+    skip_deepspeed_shm_op,
 )
 from racro_trl.report import audit_summary, reward_table
 from racro_trl.rewards import CaptionReward, get_reward_funcs
@@ -162,6 +163,8 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
 
 
 if __name__ == "__main__":
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true":  # set by `accelerate launch` for DeepSpeed
+        skip_deepspeed_shm_op()  # before the parser: GRPOConfig may set up distributed
     args = make_parser().parse_args_and_config()
     keep_vllm_out(*args[:2])  # before main imports the trainer
     main(*args)

@@ -18,6 +18,8 @@ SCRIPT = textwrap.dedent(
     """
     import os, sys
     import deepspeed
+    from racro_trl.policy import skip_deepspeed_shm_op
+    skip_deepspeed_shm_op()  # as the recipe does
     deepspeed.init_distributed(dist_backend="gloo")
     from transformers import AutoModelForCausalLM
     from transformers.integrations import HfDeepSpeedConfig
@@ -66,6 +68,7 @@ def test_reasoner_outside_zero3(tiny_models, tmp_path):
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "deepspeed_shm_comm" not in out.stdout + out.stderr, "DeepSpeed built its CPU shm op (80 s)"
     lines = dict(
         line.split(" ", 1)
         for line in out.stdout.splitlines()
@@ -94,6 +97,7 @@ def test_zero3_recipe_trains(tiny_models, sample_data, tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     assert "policy parameters partitioned by ZeRO-3: True" in run.stdout + run.stderr
     log = run.stdout + run.stderr
+    assert "deepspeed_shm_comm" not in log, "DeepSpeed built its CPU shm op (80 s on 2 cores)"
     assert re.search(r"transformers reasoner: \d+ parameters, ZeRO-3 partitioned: False", log), log[-3000:]
     before = load_file(tiny_models["policy"] / "model.safetensors")
     after = load_file(out_dir / "model.safetensors")
