@@ -1,0 +1,27 @@
+"""The examples in racro_trl's docstrings hold (doctest). Only the modules that have one are imported:
+pytest's --doctest-modules imported every module, TRL's trainer and vLLM with them, in each xdist worker
+(collection 20 s -> 9 s per worker on 2 cores)."""
+
+import doctest
+import importlib
+import io
+
+import pytest
+
+from conftest import REPO
+
+MODULES = sorted(path.stem for path in (REPO / "racro_trl").glob("*.py") if ">>>" in path.read_text())
+
+
+def test_modules_with_examples_are_found():
+    assert {"grading", "prompts", "rewards"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_hold(name):
+    module = importlib.import_module(f"racro_trl.{name}")
+    runner, report = doctest.DocTestRunner(), io.StringIO()
+    for test in doctest.DocTestFinder().find(module):
+        runner.run(test, out=report.write)
+    result = runner.summarize(verbose=False)
+    assert result.attempted and not result.failed, report.getvalue()
