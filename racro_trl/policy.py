@@ -73,12 +73,15 @@ def skip_deepspeed_shm_op() -> None:
     extension cache misses (``build_shm_op`` in deepspeed/comm/torch.py): measured on 2 cores, 80 s
     with both cores busy. Only ``inference_all_reduce`` (DeepSpeed's tensor-parallel inference) uses it;
     ZeRO's collectives go through torch.distributed. DeepSpeed reads whether to build it from
-    ``deepspeed.ops.__compatible_ops__``, a dict it keeps so that edits persist. On GPU there is no
-    such op and this changes nothing. Call before DeepSpeed sets up distributed.
+    ``deepspeed.ops.__compatible_ops__``, a dict it keeps so that edits persist. Other accelerators
+    have no such op: there this does nothing (not even DeepSpeed's probe of which ops would build).
+    Call before DeepSpeed sets up distributed.
     """
     import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
 
-    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    if get_accelerator().device_name() == "cpu":
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def usable_checkpoint(path: str | Path) -> str | None:
