@@ -1,6 +1,6 @@
 """The examples in racro_trl's docstrings hold (doctest). Only the modules that have one are imported:
 pytest's --doctest-modules imported every module, TRL's trainer and vLLM with them, in each xdist worker
-(collection 20 s -> 9 s per worker on 2 cores)."""
+(`pytest --collect-only` of the suite: 24 s -> 8 s on 2 cores)."""
 
 import doctest
 import importlib
