@@ -95,9 +95,9 @@ def test_zero3_recipe_trains(tiny_models, sample_data, tmp_path):
     )  # fmt: skip
     run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    assert "policy parameters partitioned by ZeRO-3: True" in run.stdout + run.stderr
     log = run.stdout + run.stderr
-    assert "deepspeed_shm_comm" not in log, "DeepSpeed built its CPU shm op (80 s on 2 cores)"
+    assert "policy parameters partitioned by ZeRO-3: True" in log
+    assert "deepspeed_shm_comm" not in log, "DeepSpeed built its CPU shm op (80 s)"
     assert re.search(r"transformers reasoner: \d+ parameters, ZeRO-3 partitioned: False", log), log[-3000:]
     before = load_file(tiny_models["policy"] / "model.safetensors")
     after = load_file(out_dir / "model.safetensors")
