@@ -102,6 +102,18 @@ class CROScriptArguments(trl.ScriptArguments):
                   "8192-token answers and 1000-token captions."},
     )  # fmt: skip
 
+    reward_caption_grammar: str | None = field(
+        default=None,
+        metadata={"help": "A regular expression that a well-formed caption matches whole: <reward>/well_formed logs "
+                  "the share that do (synthetic tasks know their captions' grammar). <reward>/known_words, the "
+                  "share of the captions' words that are English words, is logged always."},
+    )  # fmt: skip
+    reward_answer_classes: list[str] | None = field(
+        default=None,
+        metadata={"help": "Gold answers whose mean reward is logged apiece, <reward>/reward_by_answer/<answer> "
+                  "(e.g. the colour task's four colours): a class the captioner gives up on shows."},
+    )  # fmt: skip
+
     # Reasoner
     reasoner_backend: str = field(
         default="vllm",
@@ -216,6 +228,15 @@ class CROScriptArguments(trl.ScriptArguments):
                 f"reward_funcs has {reasoner_rewards}: each would query the reasoner; keep one (caption_gain logs "
                 "caption_gain/accuracy, the caption_reasoner reward, too)"
             )
+        if self.reward_caption_grammar is not None:
+            import re
+
+            try:
+                re.compile(self.reward_caption_grammar)
+            except re.error as error:
+                raise ValueError(
+                    f"reward_caption_grammar is not a regular expression ({error}): {self.reward_caption_grammar!r}"
+                ) from error
         if not 0 <= self.reasoner_max_failed_fraction <= 1:
             raise ValueError(
                 f"reasoner_max_failed_fraction must be in [0, 1], got {self.reasoner_max_failed_fraction}"

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import prompts as P
+from .caption_health import mean_known_words, well_formed_share
 from .grading import GRADERS, caption_leak, extract_answer, parse_choices
 from .reasoners import Reasoner, ReasonerError, Sampling
 
@@ -70,7 +71,10 @@ class CaptionReward:
     :func:`racro_trl.grading.caption_leak`), ``failed`` (share of the call's captions, all ranks,
     whose request failed for good: they score 0) and ``failed_total`` (all ranks, since the start),
     ``reasoner_seconds`` (from the requests' start), ``reasoner_tokens_per_second``, ``sent_ahead``
-    (1 when the call's answers were requested ahead, see Overlap).
+    (1 when the call's answers were requested ahead, see Overlap); how the captions read
+    (:mod:`racro_trl.caption_health`): ``known_words`` (share of their words that are English words),
+    ``well_formed`` (with ``grammar``: share matched whole); ``reward_by_answer/<answer>`` (the mean
+    reward of the captions whose gold answer is ``<answer>``, for each of ``answer_classes`` in the call).
 
     Overlap: :meth:`send` starts a batch's reasoner requests in a background thread as soon as its
     captions exist (``CROTrainer`` calls it right after sampling, before the policy's log-prob pass);
@@ -95,6 +99,8 @@ class CaptionReward:
             ``blind_cache``), and the reward is accuracy with the caption minus blind accuracy.
             Also logged: ``blind_accuracy`` and ``language_shortcut_rate``, the share of the call's
             prompts the blind reasoner solves (blind accuracy >= 0.5).
+        grammar: a regular expression a well-formed caption matches whole (``well_formed``); None: not logged.
+        answer_classes: gold answers whose mean reward is logged apiece; None: none.
         name: the registered name the reward is logged under.
         overlap: ``CROTrainer`` sends this reward's requests ahead (:meth:`send`), right after sampling.
     """
@@ -111,6 +117,8 @@ class CaptionReward:
         max_failed_fraction: float = 0.5,
         blind_samples: int = 0,
         blind_cache: str | Path | None = None,
+        grammar: str | None = None,
+        answer_classes: list[str] | None = None,
         name: str = "caption_reasoner",
         overlap: bool = False,
     ):
@@ -133,6 +141,8 @@ class CaptionReward:
         self.blind_samples = blind_samples
         self.blind_cache = Path(blind_cache) if blind_cache else None
         self.blind: dict[str, float] = {}
+        self.grammar = grammar
+        self.answer_classes = [str(a) for a in answer_classes or []]
         if self.blind_cache is not None and self.blind_cache.exists():  # a resumed run scores no prompt twice
             with self.blind_cache.open() as f:
                 self.blind = {r["key"]: r["accuracy"] for r in map(json.loads, f)}
@@ -223,11 +233,18 @@ class CaptionReward:
             "answer_extracted": 1 - answers.count(None) / max(len(answers), 1),
             "caption_chars": sum(len(c) for c in captions) / max(len(captions), 1),
             "caption_leak": sum(r["leak"] for r in records) / max(len(records), 1),
+            "known_words": mean_known_words(captions),
             "failed": failed / max(total, 1),
             "failed_total": self.failed_total,
             "reasoner_seconds": seconds,
             "sent_ahead": float(sent_ahead),
         }
+        if self.grammar is not None:
+            stats["well_formed"] = well_formed_share(captions, self.grammar)
+        for gold in self.answer_classes:
+            scored = [r["reward"] for r in records if r["gold"] == gold]
+            if scored:
+                stats[f"reward_by_answer/{gold}"] = sum(scored) / len(scored)
         if tokens:
             stats["reasoner_tokens_per_second"] = tokens / max(seconds, 1e-9)
         if blind is not None:
@@ -490,6 +507,8 @@ def caption_reward_from_args(args, output_dir: str | None, gain: bool = False) -
         max_failed_fraction=args.reasoner_max_failed_fraction,
         blind_samples=args.reasoner_blind_samples if gain else 0,
         blind_cache=blind_cache,
+        grammar=args.reward_caption_grammar,
+        answer_classes=args.reward_answer_classes,
         name=name,
         # in-process engines share the training GPU and process: only a served reasoner is sent ahead
         overlap=args.reasoner_overlap and args.reasoner_backend == "openai",
