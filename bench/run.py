@@ -5,8 +5,9 @@ CRO steps on one GPU (Qwen2.5-VL-3B shape: LoRA, then full fine-tuning under ZeR
 offload), the largest batch with 4096-token captions (bench/batch_fit.py) and, with two or three
 GPUs, the served-reasoner run (bench/multi_gpu_cro.py); with four or more, its three 4-GPU layouts
 (colocate, policy and reasoner served, reasoner served data-parallel) on all GPUs. On any
-machine: grading and leak-detection quality on the labelled sets (bench/grading.py). Without a GPU: prepare-data throughput and the CPU smoke run of the reward-path script (tiny models; its
-ratios are not the GPU figures).
+machine: grading and leak-detection quality on the labelled sets (bench/grading.py). Without a GPU: prepare-data throughput, the CPU smoke run of the reward-path script (tiny models; its
+ratios are not the GPU figures) and the colour task's learning over seeds and torch thread counts
+(bench/colour_grid.py).
 """
 
 import subprocess
@@ -53,6 +54,9 @@ def main() -> None:
     else:
         run(str(HERE / "prepare_data.py"), "--rows", "2000")
         run(str(HERE / "reward_throughput.py"), "--tiny")
+        # the colour task's learning over seeds and thread counts (the full grid of BENCHMARKS.md, 20 runs
+        # and two model builds, is `python bench/colour_grid.py --jobs 2`: about 20 min on 2 cores)
+        run(str(HERE / "colour_grid.py"), "--builds", "0", "--seeds", "0", "1", "--jobs", "2")
     if FAILED:
         raise SystemExit("failed: " + "; ".join(FAILED))
 

@@ -4,8 +4,11 @@
   balanced; the question is the same for every row, so the gold answer depends on the image alone.
   Chance is 1/4, and a captioner that ignores the image cannot beat it.
 * **Reader** (a tiny Qwen2 reasoner, ``racro make-tiny``): trained with TRL's ``SFTTrainer`` to box
-  the colour its caption names, and ``none`` when the caption names no colour or several (a caption
-  that lists every colour earns nothing).
+  the colour of a well-formed caption ("The shape is <colour>.", :data:`CAPTION_GRAMMAR`), and
+  ``none`` for anything else: a caption that names no colour or several, the sentence broken by one
+  edit ("TheThe shape is red."), filler words or gibberish around a colour. A reader that boxed any
+  colour word it found let the captioner drift into a private code that still scored
+  (``mohdzshs skbzzd`` at 0.6 on an AVX-512 machine): this reader pays only for captions a person reads.
 * **Captioner** (the tiny Qwen2.5-VL policy, warm-started with ``SFTTrainer``): writes "The shape is
   <colour>." with the colour drawn at random, whatever the image, so CRO starts at chance and must
   learn which word goes with which image.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from pathlib import Path
 
 from . import prompts
@@ -63,21 +67,82 @@ def colour_rows(n: int = 64, seed: int = 0) -> list[dict]:
     return rows
 
 
+CAPTION_GRAMMAR = r"The shape is (red|green|blue|yellow)\."
+"""The captions the reader reads: a caption is well-formed when it matches this whole (the colour recipe's
+``reward_caption_grammar``)."""
+
+
+def caption(colour: str) -> str:
+    """The one well-formed caption of a colour.
+
+    >>> caption("red")
+    'The shape is red.'
+    """
+    return f"The shape is {colour}."
+
+
+def _gibberish(rng: random.Random) -> str:
+    """A word of random letters, like those a drifted captioner writes (``mohdzshs``)."""
+    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(1, 8)))
+
+
+def _broken(rng: random.Random, colour: str) -> str:
+    """The well-formed caption of ``colour`` with one edit that a person would not call well-formed:
+    a word doubled, dropped, glued to the next, swapped for gibberish, or text added around it."""
+    words = caption(colour).removesuffix(".").split()
+    i = rng.randrange(len(words))
+    edit = rng.randrange(6)
+    if edit == 0:
+        words.insert(i, words[i] * rng.randint(1, 3))  # TheThe shape is red
+    elif edit == 1 and i != 3:
+        del words[i]
+    elif edit == 2 and i < len(words) - 1:
+        words[i : i + 2] = [words[i] + words[i + 1]]
+    elif edit == 3 and i != 3:
+        words[i] = _gibberish(rng)
+    elif edit == 4:
+        words.insert(rng.randint(0, len(words)), rng.choice([*_FILLER, *COLOURS, _gibberish(rng)]))
+    else:
+        tail = " ".join(_gibberish(rng) for _ in range(rng.randint(1, 3)))
+        return (
+            f"{tail} {caption(colour)}"
+            if rng.random() < 0.5
+            else f"{caption(colour)}{rng.choice(['', ' '])}{tail}"
+        )
+    return " ".join(words) + rng.choice([".", "", "..", " ."])
+
+
 def reader_caption(rng: random.Random) -> tuple[str, str]:
-    """A caption and the answer the reader should box for it: its one colour, else ``none``."""
-    named = rng.choice(
-        [[], [rng.choice(COLOURS)], [rng.choice(COLOURS)], [rng.choice(COLOURS)], rng.sample(COLOURS, 2)]
-    )
-    words = [rng.choice(_FILLER) for _ in range(rng.randint(0, 6))]
-    for colour in named:
-        words.insert(rng.randint(0, len(words)), colour)
-    template = rng.random()
-    caption = " ".join(words)
-    if template < 0.5 and len(named) == 1:
-        caption = f"The shape is {named[0]}."  # what the warm captioner writes
-    elif template < 0.7:
-        caption = caption.capitalize() + "."
-    return caption, named[0] if len(named) == 1 else "none"
+    """A caption and the answer the reader should box for it: the colour of a well-formed caption
+    (:data:`CAPTION_GRAMMAR`), else ``none``. Half are well-formed; the rest name one colour or more
+    inside text that is not: the template broken by one edit, filler words, or gibberish. So the
+    reader rewards a colour only where a person reads it, and a caption that drifts into a private
+    code earns nothing."""
+    colour = rng.choice(COLOURS)
+    kind = rng.random()
+    if kind < 0.5:
+        text = caption(colour)
+    elif kind < 0.75:
+        text = _broken(rng, colour)
+    else:
+        named = rng.choice([[], [colour], [colour], rng.sample(COLOURS, 2)])
+        pool = _FILLER if kind < 0.88 else None
+        words = [rng.choice(pool) if pool else _gibberish(rng) for _ in range(rng.randint(1, 6))]
+        for c in named:
+            words.insert(rng.randint(0, len(words)), c)
+        text = " ".join(words)
+        text = text.capitalize() + "." if rng.random() < 0.5 else text
+    return text, caption_colour(text) or "none"
+
+
+def caption_colour(text: str) -> str | None:
+    """The colour a well-formed caption states, else None (:data:`CAPTION_GRAMMAR`).
+
+    >>> caption_colour("The shape is red."), caption_colour("TheThe shape is red."), caption_colour("red mohdz")
+    ('red', None, None)
+    """
+    match = re.fullmatch(CAPTION_GRAMMAR, text.strip())
+    return match.group(1) if match else None
 
 
 def reader_examples(n: int, seed: int) -> list[dict]:
@@ -125,9 +190,14 @@ def _sft(
     processing_class.save_pretrained(out)
 
 
-def build_reader(out: str | Path, reasoner_dir: str | Path, seed: int = 0, steps: int = 150) -> Path:
+def build_reader(out: str | Path, reasoner_dir: str | Path, seed: int = 0, steps: int = 400) -> Path:
     """A reasoner of ``reasoner_dir``'s architecture and tokenizer, trained from a fresh start to box
-    the colour its caption names; checked on held-out captions before it is returned."""
+    the colour of a well-formed caption and ``none`` for any other; checked before it is returned, on
+    held-out captions (greedy) and on the well-formed captions as CRO samples it (temperature 1).
+
+    400 steps, not 150: at 150 the reader sampled at temperature 1 boxed the colour of a well-formed
+    caption 89% of the time (a wrong colour or ``none`` otherwise), and CRO's reward stalled near 0.8
+    with 93-96% of the captions right; at 400, 98.8%."""
     import datasets
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -143,12 +213,25 @@ def build_reader(out: str | Path, reasoner_dir: str | Path, seed: int = 0, steps
         raise RuntimeError(
             f"the reader boxes the right answer for {accuracy:.0%} of held-out captions (< 95%)"
         )
-    logger.info("reader: %.0f%% of held-out captions answered right, with an end of turn", 100 * accuracy)
+    torch.manual_seed(seed)
+    well_formed = [
+        e for e in reader_examples(256, seed + 2000) if "none" not in e["completion"][0]["content"]
+    ]
+    sampled = reader_accuracy(model, tokenizer, well_formed, do_sample=True)
+    if sampled < 0.97:
+        raise RuntimeError(
+            f"sampled at temperature 1, the reader boxes the colour of {sampled:.1%} of well-formed captions (< 97%)"
+        )
+    logger.info(
+        "reader: %.0f%% of held-out captions answered right, with an end of turn; %.1f%% of well-formed "
+        "ones sampled at temperature 1", 100 * accuracy, 100 * sampled,
+    )  # fmt: skip
     return out
 
 
-def reader_accuracy(model, tokenizer, examples: list[dict]) -> float:
-    """Share of ``examples`` for which greedy decoding writes exactly the completion, then ends its turn."""
+def reader_accuracy(model, tokenizer, examples: list[dict], do_sample: bool = False) -> float:
+    """Share of ``examples`` for which decoding (greedy, or sampled at temperature 1 with ``do_sample``)
+    writes exactly the completion, then ends its turn."""
     import torch
 
     tokenizer.padding_side = "left"
@@ -159,8 +242,9 @@ def reader_accuracy(model, tokenizer, examples: list[dict]) -> float:
     batch = tokenizer(texts, return_tensors="pt", padding=True)
     with torch.no_grad():
         out = model.eval().generate(
-            **batch, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id
-        )
+            **batch, max_new_tokens=8, pad_token_id=tokenizer.pad_token_id,
+            **({"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0} if do_sample else {"do_sample": False}),
+        )  # fmt: skip
     answers = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :])
     expected = [e["completion"][0]["content"] + tokenizer.eos_token for e in examples]
     return sum(a.startswith(x) for a, x in zip(answers, expected, strict=True)) / len(examples)
@@ -182,14 +266,14 @@ def build_captioner(out: str | Path, policy_dir: str | Path, seed: int = 0, step
     processor = AutoProcessor.from_pretrained(policy_dir)
     rows = []
     for i, row in enumerate(colour_rows(256, seed + 1)):
-        caption = i % 2 == 0
-        colour = rng.choice(COLOURS) if caption else row["answer"]
-        build = prompts.caption_messages if caption else prompts.qa_cot_messages
+        asked_for_caption = i % 2 == 0
+        colour = rng.choice(COLOURS) if asked_for_caption else row["answer"]
+        build = prompts.caption_messages if asked_for_caption else prompts.qa_cot_messages
         rows.append(
             {
                 "images": row["images"],
                 "prompt": build(row["question"], 1),
-                "completion": [{"role": "assistant", "content": f"The shape is {colour}."}],
+                "completion": [{"role": "assistant", "content": caption(colour)}],
             }
         )
     _sft(
@@ -204,3 +288,30 @@ def build_captioner(out: str | Path, policy_dir: str | Path, seed: int = 0, step
         schedule="constant",
     )
     return out
+
+
+# The learning tests' thresholds (tests/test_train.py, tests/test_learning.py, bench/colour_grid.py).
+LEARNED_LAST5, LEARNED_WORST_ANSWER, LEARNED_WELL_FORMED = 0.8, 0.6, 0.9
+
+
+def learned(first: float, last: float, late: dict) -> list[str]:
+    """What keeps a run from counting as learned (empty when it learned): the last 5 steps' mean
+    reward >= 0.8 and >= 0.4 above the first 5's, every colour's reward >= 0.6 and >= 90% of the
+    captions well-formed over the last 5 steps (``late``: :func:`racro_trl.report.late_captions`).
+
+    >>> learned(0.2, 0.9, {"worst_answer": ("red", 0.7), "well_formed": 0.95})
+    []
+    >>> learned(0.2, 0.6, {"worst_answer": ("red", 0.03), "well_formed": 0.0})  # the AVX-512 collapse
+    ['last-5 reward 0.60 < 0.8', 'red reward 0.03 < 0.6', 'well-formed 0.00 < 0.9']
+    """
+    misses = []
+    if last < LEARNED_LAST5:
+        misses.append(f"last-5 reward {last:.2f} < {LEARNED_LAST5}")
+    elif last - first < 0.4:
+        misses.append(f"rise from the first 5 steps {last - first:.2f} < 0.4")
+    colour, reward = late["worst_answer"]
+    if reward < LEARNED_WORST_ANSWER:
+        misses.append(f"{colour} reward {reward:.2f} < {LEARNED_WORST_ANSWER}")
+    if late["well_formed"] is None or late["well_formed"] < LEARNED_WELL_FORMED:
+        misses.append(f"well-formed {late['well_formed'] or 0:.2f} < {LEARNED_WELL_FORMED}")
+    return misses

@@ -13,6 +13,8 @@ _COLUMNS = [
     ("rewards/caption_reasoner/mean", "caption_reasoner"),
     ("caption_reasoner/answer_extracted", "boxed_rate"),
     ("caption_reasoner/caption_leak", "leak_rate"),
+    ("caption_reasoner/known_words", "known_words"),
+    ("caption_reasoner/well_formed", "well_formed"),
     ("caption_reasoner/failed", "failed"),
     ("rewards/answer_accuracy/mean", "answer_accuracy"),
     ("completions/mean_length", "caption_len"),
@@ -28,6 +30,9 @@ def reward_table(log_history: list[dict]) -> str:
     """A fixed-width table of the per-step training logs that carry a reward."""
     rows = [h for h in log_history if "reward" in h]
     columns = [(key, head) for key, head in _COLUMNS if any(key in h for h in rows)]
+    by_answer = sorted({k for h in rows for k in h if "/reward_by_answer/" in k})
+    at = next((i for i, (key, _) in enumerate(columns) if key == "loss"), len(columns))
+    columns[at:at] = [(key, "r_" + key.rsplit("/", 1)[1]) for key in by_answer]
     if not rows:
         return "(no reward was logged)"
     widths = [max(len(head), 10) for _, head in columns]
@@ -136,3 +141,63 @@ def reward_curve(
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def late_captions(audit_dir: str | Path, window: int = 5, grammar: str | None = None) -> dict:
+    """What the captions of the last ``window`` audited steps earned and how they read, streamed from
+    the audit JSONL files (constant memory): ``reward`` (mean), ``reward_by_answer`` (mean per gold
+    answer), ``worst_answer`` (the gold answer with the lowest mean, and that mean), ``well_formed``
+    (share of captions that match ``grammar`` whole; None without one) and ``captions`` (how many)."""
+    import re
+
+    pattern = re.compile(grammar) if grammar else None
+    per_step: dict[int, dict] = {}  # step -> {"by_answer": {gold: [sum, n]}, "well_formed": int}
+    for path in sorted(Path(audit_dir).glob("*.jsonl")):
+        with path.open() as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                r = json.loads(line)
+                step = per_step.setdefault(r["step"], {"by_answer": {}, "well_formed": 0})
+                total = step["by_answer"].setdefault(r["gold"], [0.0, 0])
+                total[0] += r["reward"]
+                total[1] += 1
+                step["well_formed"] += bool(pattern and pattern.fullmatch(r["caption"].strip()))
+    if not per_step:
+        raise FileNotFoundError(f"no audit records in {audit_dir}")
+    by_answer: dict[str, list] = {}
+    well_formed = 0
+    for step in sorted(per_step)[-window:]:
+        for gold, (total, n) in per_step[step]["by_answer"].items():
+            by_answer.setdefault(gold, [0.0, 0])
+            by_answer[gold][0] += total
+            by_answer[gold][1] += n
+        well_formed += per_step[step]["well_formed"]
+    captions = sum(n for _, n in by_answer.values())
+    means = {gold: total / n for gold, (total, n) in sorted(by_answer.items())}
+    worst = min(means, key=means.get)
+    return {
+        "reward": sum(total for total, _ in by_answer.values()) / captions,
+        "reward_by_answer": means,
+        "worst_answer": (worst, means[worst]),
+        "well_formed": well_formed / captions if pattern else None,
+        "captions": captions,
+    }
+
+
+def last_captions(audit_dir: str | Path, n: int = 6) -> list[dict]:
+    """Up to ``n`` audit records of the last audited step (of the first audit file that has it), one per
+    gold answer first, streamed (constant memory)."""
+    last: list[dict] = []
+    for path in sorted(Path(audit_dir).glob("*.jsonl"))[:1]:
+        with path.open() as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                r = json.loads(line)
+                if last and r["step"] != last[0]["step"]:
+                    last = []
+                last.append(r)
+    seen: set[str] = set()
+    firsts = [r for r in last if not (r["gold"] in seen or seen.add(r["gold"]))]
+    return (firsts + [r for r in last if r not in firsts])[:n]

@@ -275,8 +275,8 @@ def colour_launch(
     ]  # fmt: skip
 
 
-# The colour task's recipe: 40 logged steps of 32 captions.
-STEPS, CAPTIONS = 40, 32
+# The colour task's recipe: 100 logged steps of 32 captions.
+STEPS, CAPTIONS = 100, 32
 
 
 def logged_steps(output_dir) -> list[dict]:
@@ -286,16 +286,21 @@ def logged_steps(output_dir) -> list[dict]:
     return [h for h in load_log_history(output_dir) if "reward" in h]
 
 
-def assert_learned(steps: list[dict]) -> None:
-    """The learning thresholds: last 5 steps' mean reward >= 0.7, and >= 0.4 above the first 5's.
-    Honest runs measured 0.74-0.93, controls and sabotaged runs 0.29 at most (BENCHMARKS.md)."""
-    from racro_trl.colour_task import CHANCE
-    from racro_trl.report import first_last_rewards
+def assert_learned(output_dir) -> None:
+    """The learning thresholds (:func:`racro_trl.colour_task.learned`): over the last 5 steps, mean reward
+    >= 0.8 and >= 0.4 above the first 5's, every colour's reward >= 0.6, and >= 90% of the captions
+    well-formed (the reader's grammar). The grid of seeds, thread counts and model builds they were set on
+    is in BENCHMARKS.md."""
+    from racro_trl.colour_task import CAPTION_GRAMMAR, learned
+    from racro_trl.report import first_last_rewards, late_captions
 
-    first, last = first_last_rewards(steps)
+    steps = logged_steps(output_dir)
     rewards = [round(h["reward"], 3) for h in steps]
     assert len(steps) == STEPS, rewards
-    assert last >= 0.7 and last - first >= 0.4 and last > CHANCE + 0.4, (first, last, rewards)
+    late = late_captions(Path(output_dir) / "audit", grammar=CAPTION_GRAMMAR)
+    first, last = first_last_rewards(steps)
+    misses = learned(first, last, late)
+    assert not misses, (misses, rewards, late)
 
 
 # 2 ranks x 2 captions x 8 accumulation = the recipe's 32 captions (8 groups of 4) per optimizer step;

@@ -9,7 +9,7 @@ reward of the last 5 logged steps within 0.1 of chance (1/4). Measured on 2 core
 
 import pytest
 
-from conftest import TWO_RANKS, served_colour_run
+from conftest import STEPS, TWO_RANKS, served_colour_run
 from racro_trl.colour_task import CHANCE
 from racro_trl.report import first_last_rewards
 
@@ -25,7 +25,7 @@ def test_control_with_constant_images_stays_at_chance(colour_models, colour_data
     steps = served_colour_run(
         colour_models, colour_data, reader_server, tmp_path / "control", "--image_ablation", "constant"
     )
-    assert len(steps) == 40
+    assert len(steps) == STEPS
     assert_at_chance(steps)
 
 
