@@ -8,7 +8,8 @@ import time
 import pytest
 
 from conftest import PYTHON, REPO, free_port, racro
-from racro_trl.colour_task import QUESTION
+from racro_trl import prompts
+from racro_trl.colour_task import COLOURS, QUESTION, caption
 from racro_trl.reasoners import OpenAIReasoner, ReasonerError, Sampling, build_reasoner
 from racro_trl.rewards import CaptionReward
 
@@ -17,10 +18,12 @@ from racro_trl.rewards import CaptionReward
 def test_server_backend_answers_batches(reader_server, tmp_path):
     reasoner = build_reasoner("openai", url=reader_server)
     assert reasoner.model == "tiny-reader"  # found through /v1/models
-    chats = [[{"role": "user", "content": f"caption {i}. How many?"}] for i in range(10)]
+    # the reader's own prompt (it boxes a colour or `none` for any caption), well-formed captions or not
+    captions = [caption(COLOURS[i % 4]) if i % 2 else f"caption {i}" for i in range(10)]
+    chats = [prompts.reasoner_reward_messages(c, QUESTION) for c in captions]
     answers = reasoner.generate(chats, 3, Sampling(max_tokens=8, seed=0))
     assert len(answers) == 10 and all(len(a) == 3 for a in answers)
-    assert sum("\\boxed{" in text for a in answers for text in a) > 15
+    assert sum("\\boxed{" in text for a in answers for text in a) > 25
     assert reasoner.last_output_tokens >= 30, "the server's token counts (usage) are summed"
 
     # Rewards follow their captions: the reader boxes the colour a caption names (greedy, one answer each).
