@@ -212,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="racro",
         description="RACRO / CRO tools. Train with: accelerate launch recipes/cro.py --config recipes/<...>.yaml",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, HTTP clients' per-request lines included"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -365,15 +367,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# HTTP clients log one INFO line per request under names that change between releases (httpx, then
+# httpx2): matched by prefix, so a renamed client stays quiet too. Their warnings still show.
+HTTP_CLIENT_LOGGERS = ("httpx", "httpcore", "openai", "urllib3", "h11", "h2", "hpack", "aiohttp")
+
+
+def quiet_http_clients(record: logging.LogRecord) -> bool:
+    """A logging filter: False for HTTP clients' records below WARNING (unless ``--verbose``).
+
+    >>> record = lambda name, level: logging.LogRecord(name, level, "", 0, "HTTP Request: POST", None, None)
+    >>> quiet_http_clients(record("httpx2", logging.INFO)), quiet_http_clients(record("httpx._client", logging.WARNING))
+    (False, True)
+    >>> quiet_http_clients(record("racro_trl.evaluation", logging.INFO))
+    True
+    """
+    return record.levelno >= logging.WARNING or not record.name.split(".")[0].startswith(HTTP_CLIENT_LOGGERS)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    for chatty in ("httpx", "httpcore", "openai"):  # one line per request otherwise
-        logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
-        args.func(args)
+        # Log lines go through tqdm.write, above the progress bars instead of through them.
+        with logging_redirect_tqdm():
+            if not args.verbose:
+                for handler in logging.getLogger().handlers:
+                    handler.addFilter(quiet_http_clients)
+            args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"racro {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 colour task's reader (conftest.reader_server; two ranks sharing it are in tests/test_learning.py)."""
 
 import json
+import re
 import subprocess
 import time
 
@@ -100,3 +101,9 @@ def test_racro_eval_with_the_served_reasoner(reader_server, tiny_models, tmp_pat
     ]
     assert len(results) == 3 and sum(r["failed"] is not None for r in results) == 1  # the corrupt image
     assert all(r["output"] for r in results if r["failed"] is None), "the server answered every caption"
+    # Quiet by default: no HTTP client's per-request lines (the client logs under httpx2 today), and no log
+    # line written into a progress bar (they go through tqdm.write).
+    segments = re.split(r"[\r\n]", run.stderr)
+    assert not [s for s in segments if "HTTP Request" in s], run.stderr[-3000:]
+    assert any(s.startswith("INFO racro_trl") for s in segments), "racro's own log lines still show"
+    assert not [s for s in segments if "%|" in s and "INFO " in s], "a log line cut into a progress bar"
