@@ -24,8 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from racro_trl.colour_task import CAPTION_GRAMMAR, learned  # noqa: E402
-from racro_trl.report import first_last_rewards, late_captions, load_log_history  # noqa: E402
+from racro_trl.colour_task import verdict  # noqa: E402
 
 
 def run(build_dir: Path, seed: int, threads: int, out: Path, extra: list[str]) -> dict:
@@ -49,12 +48,11 @@ def run(build_dir: Path, seed: int, threads: int, out: Path, extra: list[str]) -
     }
     if code:
         return summary | {"error": f"exit {code}, see {out.with_suffix('.log')}"}
-    steps = [h for h in load_log_history(out) if "reward" in h]
-    first, last = first_last_rewards(steps)
-    late = late_captions(out / "audit", grammar=CAPTION_GRAMMAR)
+    judged = verdict(out)
+    late = judged["late"]
     return summary | {
-        "first5": first, "last5": last, "worst": late["worst_answer"], "well_formed": late["well_formed"],
-        "passes": learned(first, last, late) == [],
+        "first5": judged["first"], "last5": judged["last"], "worst": late["worst_answer"],
+        "well_formed": late["well_formed"], "passes": not judged["misses"],
     }  # fmt: skip
 
 

@@ -49,11 +49,16 @@ def mean_known_words(captions: list[str]) -> float:
     return sum(shares) / len(shares) if shares else 0.0
 
 
+def grammar_match(text: str, grammar: str) -> re.Match | None:
+    """``grammar`` (a regular expression) matched against the whole of ``text``, outer spaces aside:
+    what well-formed means here (re caches the compiled pattern)."""
+    return re.fullmatch(grammar, text.strip())
+
+
 def well_formed_share(captions: list[str], grammar: str) -> float:
     """The share of ``captions`` that ``grammar`` (a regular expression) matches whole, outer spaces aside.
 
     >>> well_formed_share(["The shape is red.", "red mohdz blue", " The shape is blue. "], r"The shape is \\w+\\.")
     0.6666666666666666
     """
-    pattern = re.compile(grammar)
-    return sum(bool(pattern.fullmatch(c.strip())) for c in captions) / max(len(captions), 1)
+    return sum(grammar_match(c, grammar) is not None for c in captions) / max(len(captions), 1)

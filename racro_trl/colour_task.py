@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 from pathlib import Path
 
 from . import prompts
+from .caption_health import grammar_match
 from .data import COLORS, SHAPES, _draw
 
 logger = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def caption_colour(text: str) -> str | None:
     >>> caption_colour("The shape is red."), caption_colour("TheThe shape is red."), caption_colour("red mohdz")
     ('red', None, None)
     """
-    match = re.fullmatch(CAPTION_GRAMMAR, text.strip())
+    match = grammar_match(text, CAPTION_GRAMMAR)
     return match.group(1) if match else None
 
 
@@ -315,3 +315,15 @@ def learned(first: float, last: float, late: dict) -> list[str]:
     if late["well_formed"] is None or late["well_formed"] < LEARNED_WELL_FORMED:
         misses.append(f"well-formed {late['well_formed'] or 0:.2f} < {LEARNED_WELL_FORMED}")
     return misses
+
+
+def verdict(output_dir: str | Path) -> dict:
+    """A finished colour-task run judged as the tests judge it: ``first`` and ``last`` (mean reward of the
+    first and last 5 logged steps), ``late`` (:func:`racro_trl.report.late_captions` with the reader's
+    grammar), ``misses`` (:func:`learned`; empty when it learned) and ``steps`` (the logged steps)."""
+    from .report import first_last_rewards, late_captions, load_log_history
+
+    steps = [h for h in load_log_history(output_dir) if "reward" in h]
+    first, last = first_last_rewards(steps)
+    late = late_captions(Path(output_dir) / "audit", grammar=CAPTION_GRAMMAR)
+    return {"first": first, "last": last, "late": late, "misses": learned(first, last, late), "steps": steps}

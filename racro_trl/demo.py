@@ -33,13 +33,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import AutoModelForImageTextToText
 
-    from .colour_task import CAPTION_GRAMMAR, CHANCE, learned
+    from .colour_task import CHANCE, verdict
     from .data import build_sample_dataset
     from .report import (
         audit_summary,
-        first_last_rewards,
         last_captions,
-        late_captions,
         load_log_history,
         reward_curve,
     )
@@ -64,10 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
     history = load_log_history(args.output_dir)
     AutoModelForImageTextToText.from_pretrained(args.output_dir)  # the saved captioner reloads
-    first, last = first_last_rewards(history)
+    judged = verdict(args.output_dir)
+    first, last, late, misses = judged["first"], judged["last"], judged["late"], judged["misses"]
     audit_dir = Path(args.output_dir) / "audit"
-    late = late_captions(audit_dir, grammar=CAPTION_GRAMMAR)
-    misses = learned(first, last, late)
     curve = reward_curve(
         history, Path(args.output_dir) / "reward_curve.png", CHANCE, "CRO on the colour task (tiny, CPU)"
     )

@@ -148,9 +148,8 @@ def late_captions(audit_dir: str | Path, window: int = 5, grammar: str | None = 
     the audit JSONL files (constant memory): ``reward`` (mean), ``reward_by_answer`` (mean per gold
     answer), ``worst_answer`` (the gold answer with the lowest mean, and that mean), ``well_formed``
     (share of captions that match ``grammar`` whole; None without one) and ``captions`` (how many)."""
-    import re
+    from .caption_health import grammar_match
 
-    pattern = re.compile(grammar) if grammar else None
     per_step: dict[int, dict] = {}  # step -> {"by_answer": {gold: [sum, n]}, "well_formed": int}
     for path in sorted(Path(audit_dir).glob("*.jsonl")):
         with path.open() as f:
@@ -162,7 +161,7 @@ def late_captions(audit_dir: str | Path, window: int = 5, grammar: str | None = 
                 total = step["by_answer"].setdefault(r["gold"], [0.0, 0])
                 total[0] += r["reward"]
                 total[1] += 1
-                step["well_formed"] += bool(pattern and pattern.fullmatch(r["caption"].strip()))
+                step["well_formed"] += bool(grammar and grammar_match(r["caption"], grammar))
     if not per_step:
         raise FileNotFoundError(f"no audit records in {audit_dir}")
     by_answer: dict[str, list] = {}
@@ -180,7 +179,7 @@ def late_captions(audit_dir: str | Path, window: int = 5, grammar: str | None = 
         "reward": sum(total for total, _ in by_answer.values()) / captions,
         "reward_by_answer": means,
         "worst_answer": (worst, means[worst]),
-        "well_formed": well_formed / captions if pattern else None,
+        "well_formed": well_formed / captions if grammar else None,
         "captions": captions,
     }
 

@@ -291,16 +291,12 @@ def assert_learned(output_dir) -> None:
     >= 0.8 and >= 0.4 above the first 5's, every colour's reward >= 0.6, and >= 90% of the captions
     well-formed (the reader's grammar). The grid of seeds, thread counts and model builds they were set on
     is in BENCHMARKS.md."""
-    from racro_trl.colour_task import CAPTION_GRAMMAR, learned
-    from racro_trl.report import first_last_rewards, late_captions
+    from racro_trl.colour_task import verdict
 
-    steps = logged_steps(output_dir)
-    rewards = [round(h["reward"], 3) for h in steps]
-    assert len(steps) == STEPS, rewards
-    late = late_captions(Path(output_dir) / "audit", grammar=CAPTION_GRAMMAR)
-    first, last = first_last_rewards(steps)
-    misses = learned(first, last, late)
-    assert not misses, (misses, rewards, late)
+    judged = verdict(output_dir)
+    rewards = [round(h["reward"], 3) for h in judged["steps"]]
+    assert len(judged["steps"]) == STEPS, rewards
+    assert not judged["misses"], (judged["misses"], rewards, judged["late"])
 
 
 # 2 ranks x 2 captions x 8 accumulation = the recipe's 32 captions (8 groups of 4) per optimizer step;
