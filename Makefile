@@ -34,6 +34,8 @@ $(STAMP): requirements/cpu-lock.txt requirements/dev.txt pyproject.toml
 	DS_BUILD_OPS=0 $(UV) -c requirements/cpu-lock.txt deepspeed==0.19.8
 	$(UV) --no-deps --no-build-isolation -e .
 	$(BIN)/python -c "import torchvision.ops, trl, vllm, racro_trl; print('racro-trl installed:', trl.__version__, vllm.__version__)"
+	# Chromium for the caption viewer's browser test, where apt is available (the test skips without it).
+	command -v chromium >/dev/null || (command -v apt-get >/dev/null && apt-get install -y -q chromium >/dev/null) || echo "no chromium: the caption viewer's browser test will be skipped"
 	touch $@
 
 tiny: install

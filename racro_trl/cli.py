@@ -1,4 +1,5 @@
-"""The ``racro`` command: tiny models, sample data, run reports.
+"""The ``racro`` command: ``make-tiny``, ``make-sample-data``, ``prepare-data``, ``infer``, ``eval``,
+``table``, ``export`` and ``report`` (``--html``: the caption viewer).
 
 Training itself is ``accelerate launch recipes/cro.py --config <yaml>`` (see README).
 """
@@ -197,14 +198,17 @@ def _export(args) -> None:
 
 
 def _report(args) -> None:
-    from pathlib import Path
-
     from .report import audit_summary, load_log_history, reward_table
 
     print(reward_table(load_log_history(args.output_dir)))
     audit = Path(args.output_dir) / "audit"
     if audit.is_dir():
         print(audit_summary(audit))
+    if args.html:
+        from .viewer import write_viewer
+
+        page = write_viewer(args.output_dir, args.html_out, args.steps)
+        print(f"caption viewer: {page} (open it in a browser; it works offline)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -361,8 +365,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true")
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("report", help="print the reward table and audit summary of a training output_dir")
+    p = sub.add_parser(
+        "report",
+        help="print the reward table and audit summary of a training output_dir; --html: the caption viewer",
+        description="The reward table and the audit summary of a CRO run. With --html, also one self-contained "
+        "page (captions.html in the output_dir) showing each audited prompt's image, question and gold answer "
+        "with the captions sampled for it, their rewards and the reasoner's answers, filterable by step and reward.",
+    )
     p.add_argument("output_dir")
+    p.add_argument("--html", action="store_true", help="write the caption viewer page")
+    p.add_argument("--html-out", help="where the page goes (default: OUTPUT_DIR/captions.html)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        nargs="+",
+        help="the steps the page shows (default: first, middle and last audited)",
+    )
     p.set_defaults(func=_report)
     return parser
 

@@ -118,10 +118,9 @@ def pyplot():
     return plt
 
 
-def reward_curve(
-    log_history: list[dict], path: str | Path, chance: float | None = None, title: str = ""
-) -> Path:
-    """A PNG of the mean reward per step with its spread (reward_std), and the chance level if given."""
+def reward_curve(log_history: list[dict], path, chance: float | None = None, title: str = ""):
+    """A PNG of the mean reward per step with its spread (reward_std), and the chance level if given;
+    ``path``: a file name (returned as a Path) or a binary file object (returned as it is)."""
     plt = pyplot()
     rows = [h for h in log_history if "reward" in h]
     steps = [h["step"] for h in rows]
@@ -138,9 +137,9 @@ def reward_curve(
     ax.set(xlabel="step", ylabel="caption reward", ylim=(-0.05, 1.05), title=title)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
-    return Path(path)
+    return Path(path) if isinstance(path, (str, Path)) else path
 
 
 def late_captions(audit_dir: str | Path, window: int = 5, grammar: str | None = None) -> dict:

@@ -260,8 +260,8 @@ class CaptionReward:
         if log_extra is not None:
             log_extra("reasoner_answer", [(r["extracted"] or [None])[0] for r in records])
         step = getattr(trainer_state, "global_step", None)
-        self._audit(records, step)
         images = kwargs.get("images") or [None] * len(records)
+        self._audit(records, step, images)
         self.last_batch = [
             {**r, "step": step, "image": imgs[0] if imgs else None}
             for r, imgs in zip(records, images, strict=True)
@@ -382,9 +382,10 @@ class CaptionReward:
                 self.__name__, error, self.__name__, self.max_failed_fraction, hint, kind,
             )  # fmt: skip
 
-    def _audit(self, records: list[dict], step: int | None) -> None:
+    def _audit(self, records: list[dict], step: int | None, images: list | None = None) -> None:
         """Append this call's share of the step's audit records (flushed per call: a crash loses at
-        most the batch being scored)."""
+        most the batch being scored). A record names its prompt's first image, saved once as a
+        thumbnail under ``audit/images/`` (:func:`racro_trl.viewer.save_thumbnail`), for the viewer."""
         if self.audit_dir is None or self.audit_captions == 0:
             return
         from accelerate import PartialState
@@ -403,6 +404,11 @@ class CaptionReward:
                 self._audited["flagged"] += 1
             else:
                 continue
+            image = images[i] if images else None
+            if image and not isinstance(image, str) and hasattr(image[0], "tobytes"):
+                from .viewer import save_thumbnail
+
+                record = {**record, "image": save_thumbnail(image[0], self.audit_dir)}
             kept.append({"step": step, "call": self.calls, "rank": _process_index(), "index": i, **record})
         if kept:
             with self.audit_path.open("a") as f:

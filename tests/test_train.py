@@ -8,14 +8,18 @@ seeds x 2 thread counts x 2 model builds on 2 cores: see BENCHMARKS.md.
 """
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from browser import CHROMIUM
 
 from conftest import CAPTIONS, STEPS, assert_learned, audit, colour_launch, logged_steps, run_logged
 from racro_trl.colour_task import QUESTION
 
 pytestmark = pytest.mark.slow
+REPO_BIN = Path(sys.executable).parent
 SECRET = "hf_racroTestSecretToken123"
 
 
@@ -91,3 +95,69 @@ def test_model_card_and_no_token_in_saved_files(trained):
     for path in output_dir.rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), f"the token leaked into {path}"
+
+
+def _visible_rewards(page) -> list[float]:
+    return page.evaluate(
+        "[...document.querySelectorAll('tr.caption')].filter(r => r.offsetParent !== null)"
+        ".map(r => parseFloat(r.dataset.reward))"
+    )
+
+
+def _choose(page, select: str, value: str) -> None:
+    page.evaluate(
+        f"(() => {{ const s = document.getElementById('{select}'); s.value = '{value}'; "
+        "s.dispatchEvent(new Event('change')); })()"
+    )
+
+
+def check_caption_viewer(output_dir, screenshot) -> None:
+    """`racro report --html` on a colour run, loaded in headless Chromium: every image rendered, each
+    prompt's thumbnail is of its gold colour, and the step and reward filters change the visible rows."""
+    from browser import chromium_page
+    from PIL import Image
+
+    from racro_trl.colour_task import COLOURS
+    from racro_trl.data import COLORS
+
+    result = run_logged(
+        [str(REPO_BIN / "racro"), "report", str(output_dir), "--html"], screenshot.with_suffix(".log"), 120
+    )
+    assert result[0] == 0, result[1][-3000:]
+    page_path = output_dir / "captions.html"
+    audited = audit(output_dir)
+    for record in audited[:64]:  # the thumbnail is the prompt's image: its centre has the gold colour
+        pixel = Image.open(output_dir / "audit" / record["image"]).convert("RGB").getpixel((28, 28))
+        nearest = min(COLOURS, key=lambda c: sum((a - b) ** 2 for a, b in zip(COLORS[c], pixel, strict=True)))
+        assert nearest == record["gold"], (record, pixel)
+    steps = sorted({r["step"] for r in audited})
+    with chromium_page() as page:
+        page.open(page_path.as_uri())
+        widths = page.evaluate("[...document.images].map(i => i.naturalWidth)")
+        prompts = page.evaluate("document.querySelectorAll('.prompt').length")
+        assert prompts > 0 and len(widths) == prompts + 1 and all(w > 0 for w in widths), (
+            widths
+        )  # + the curve
+        shown = page.evaluate("[...document.querySelectorAll('.prompt')].map(p => p.dataset.step)")
+        assert sorted({int(s) for s in shown}) == [steps[0], steps[len(steps) // 2], steps[-1]]
+        every = _visible_rewards(page)
+        _choose(page, "reward", "pos")
+        positive = _visible_rewards(page)
+        assert 0 < len(positive) < len(every) and all(r > 0 for r in positive), (len(every), positive)
+        _choose(page, "reward", "all")
+        _choose(page, "step", str(steps[-1]))
+        last = page.evaluate(
+            "[...document.querySelectorAll('.prompt')].filter(p => p.offsetParent !== null).map(p => p.dataset.step)"
+        )
+        assert last and set(last) == {str(steps[-1])}
+        _choose(page, "step", "all")
+        page.screenshot(screenshot)
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no Chromium here (`apt-get install chromium`; make install adds it where apt is available)",
+)
+def test_caption_viewer_in_a_browser(trained, tmp_path):
+    output_dir, _ = trained
+    check_caption_viewer(output_dir, tmp_path / "viewer.png")
