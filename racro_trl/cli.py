@@ -122,9 +122,9 @@ def _eval(args) -> None:
         benchmarks = [(name, benchmark_file(name, args.data_dir)) for name in names]
     for _, path in benchmarks:
         load_benchmark(path)  # a bad file fails before any model loads
+    labels = reasoner_labels(args.reasoner, args.reasoner_model, args.reasoner_name)
     reasoners = [
-        (f"{r}|{args.reasoner_model}" if args.reasoner_model else r, lambda r=r: _reasoner(args, r))
-        for r in args.reasoner
+        (label, lambda r=r: _reasoner(args, r)) for label, r in zip(labels, args.reasoner, strict=True)
     ]
     judge = None
     if args.judge_url:
@@ -144,6 +144,59 @@ def _eval(args) -> None:
     )  # fmt: skip
     print((Path(args.out) / "results_table.md").read_text())  # evaluate_many logged each run's line
     print(f"results in {args.out} (results_table.md/.csv/.png)")
+
+
+def served_model_ids(url: str, timeout: float = 10.0) -> list[str]:
+    """The model ids an OpenAI-compatible server lists at ``url/models``; a one-line error otherwise."""
+    import httpx
+
+    try:
+        response = httpx.get(url.rstrip("/") + "/models", timeout=timeout)
+        response.raise_for_status()
+        return [m["id"] for m in response.json()["data"]]
+    except (httpx.HTTPError, KeyError, ValueError) as error:
+        raise ValueError(
+            f"--reasoner {url}: no OpenAI-compatible server lists its models there ({error})"
+        ) from error
+
+
+def label_reasoners(reasoners: list[str], names: list[str]) -> list[str]:
+    """``names`` (the model of each reasoner) made unique: a served one that collides gets its host:port.
+
+    >>> label_reasoners(["http://127.0.0.1:18431/v1", "http://127.0.0.1:18432/v1", "/ckpt/r1"], ["r1", "r1", "r1"])
+    ['r1@127.0.0.1:18431', 'r1@127.0.0.1:18432', 'r1']
+    >>> label_reasoners(["http://a:1/v1", "/m/strong"], ["weak", "strong"])
+    ['weak', 'strong']
+    """
+    from urllib.parse import urlsplit
+
+    labels = []
+    for reasoner, name in zip(reasoners, names, strict=True):
+        served = reasoner.startswith(("http://", "https://"))
+        labels.append(f"{name}@{urlsplit(reasoner).netloc}" if served and names.count(name) > 1 else name)
+    return labels
+
+
+def reasoner_labels(reasoners: list[str], served_model: str | None, overrides: list[str] | None) -> list[str]:
+    """How the tables, CSV, chart and summaries name each ``--reasoner``: ``--reasoner-name`` when given;
+    else a served reasoner's model id (``--reasoner-model``, or the first its server lists at /v1/models),
+    a local checkpoint's folder name, or a Hub id as written; host:port is added where two would collide."""
+    if overrides:
+        if len(overrides) != len(reasoners):
+            raise ValueError(
+                f"{len(overrides)} --reasoner-name for {len(reasoners)} --reasoner; give one per reasoner"
+            )
+        return list(overrides)
+    names = []
+    for r in reasoners:
+        if r.startswith(("http://", "https://")):
+            ids = served_model_ids(r)
+            if served_model and served_model not in ids:
+                raise ValueError(f"--reasoner-model {served_model!r} is not served at {r} (it serves {ids})")
+            names.append(served_model or (ids[0] if ids else r))
+        else:
+            names.append(Path(r).name if Path(r).is_dir() else r)
+    return label_reasoners(reasoners, names)
 
 
 def _table(args) -> None:
@@ -168,6 +221,13 @@ def _add_model_flags(p: argparse.ArgumentParser, several_reasoners: bool = False
         "--reasoner-backend", choices=["vllm", "transformers"], help="for a checkpoint (default: vllm)"
     )
     p.add_argument("--reasoner-model", help="with a URL: the served model name (default: the first served)")
+    if several_reasoners:
+        p.add_argument(
+            "--reasoner-name",
+            action="append",
+            help="the reasoner's name in tables and charts, once per --reasoner (default: the model id its server "
+            "lists, or the checkpoint's folder name)",
+        )
     p.add_argument("--reasoner-max-retries", type=int, default=3)
     p.add_argument("--max-tokens", type=int, default=8192, help="per stage (default: %(default)s)")
     p.add_argument(

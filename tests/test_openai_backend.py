@@ -107,3 +107,30 @@ def test_racro_eval_with_the_served_reasoner(reader_server, tiny_models, tmp_pat
     assert not [s for s in segments if "HTTP Request" in s], run.stderr[-3000:]
     assert any(s.startswith("INFO racro_trl") for s in segments), "racro's own log lines still show"
     assert not [s for s in segments if "%|" in s and "INFO " in s], "a log line cut into a progress bar"
+    # Named by the model id its server lists, in the summary and every table (not by its URL).
+    summary = json.loads((out / "Served_caption-only_summary.json").read_text())
+    assert summary["reasoner"] == "tiny-reader", summary
+    table = (out / "results_table.md").read_text() + (out / "results_table.csv").read_text()
+    assert "tiny-reader" in table and "http" not in table, table
+
+
+@pytest.mark.slow
+def test_reasoner_labels_come_from_the_server(reader_server, tiny_models):
+    """A served reasoner is labelled by the model id at /v1/models, host:port added only on a collision;
+    a checkpoint by its folder name; --reasoner-name overrides; a model the server lacks is an error."""
+    from urllib.parse import urlsplit
+
+    from racro_trl.cli import reasoner_labels
+
+    port = urlsplit(reader_server).netloc
+    local = str(tiny_models["reasoner"])
+    assert reasoner_labels([reader_server, local], None, None) == ["tiny-reader", "reasoner"]
+    assert reasoner_labels([reader_server, reader_server.replace("127.0.0.1", "localhost")], None, None) == [
+        f"tiny-reader@{port}",
+        f"tiny-reader@{port.replace('127.0.0.1', 'localhost')}",
+    ]
+    assert reasoner_labels([reader_server, local], None, ["weak", "strong"]) == ["weak", "strong"]
+    with pytest.raises(ValueError, match="not served"):
+        reasoner_labels([reader_server], "another-model", None)
+    with pytest.raises(ValueError, match="one per reasoner"):
+        reasoner_labels([reader_server, local], None, ["weak"])
