@@ -122,7 +122,9 @@ def _eval(args) -> None:
         benchmarks = [(name, benchmark_file(name, args.data_dir)) for name in names]
     for _, path in benchmarks:
         load_benchmark(path)  # a bad file fails before any model loads
-    labels = reasoner_labels(args.reasoner, args.reasoner_model, args.reasoner_name)
+    labels = reasoner_labels(
+        args.reasoner, args.reasoner_model, args.reasoner_name, args.reasoner_max_retries + 1
+    )
     reasoners = [
         (label, lambda r=r: _reasoner(args, r)) for label, r in zip(labels, args.reasoner, strict=True)
     ]
@@ -146,18 +148,27 @@ def _eval(args) -> None:
     print(f"results in {args.out} (results_table.md/.csv/.png)")
 
 
-def served_model_ids(url: str, timeout: float = 10.0) -> list[str]:
-    """The model ids an OpenAI-compatible server lists at ``url/models``; a one-line error otherwise."""
+def served_model_ids(url: str, attempts: int = 1, timeout: float = 10.0) -> list[str]:
+    """The model ids an OpenAI-compatible server lists at ``url/models`` (``attempts`` tries, 1 s apart);
+    a one-line error naming the URL otherwise, before any model loads."""
+    import time
+
     import httpx
 
-    try:
-        response = httpx.get(url.rstrip("/") + "/models", timeout=timeout)
-        response.raise_for_status()
-        return [m["id"] for m in response.json()["data"]]
-    except (httpx.HTTPError, KeyError, ValueError) as error:
-        raise ValueError(
-            f"--reasoner {url}: no OpenAI-compatible server lists its models there ({error})"
-        ) from error
+    for attempt in range(1, attempts + 1):
+        try:
+            response = httpx.get(url.rstrip("/") + "/models", timeout=timeout)
+            response.raise_for_status()
+            return [m["id"] for m in response.json()["data"]]
+        except httpx.TransportError as error:
+            if attempt == attempts:
+                raise ValueError(
+                    f"reasoner server at {url} unreachable after {attempts} attempts ({error})"
+                ) from error
+            time.sleep(1.0)
+        except (httpx.HTTPError, KeyError, ValueError) as error:
+            raise ValueError(f"--reasoner {url}: no OpenAI-compatible model list there ({error})") from error
+    return []
 
 
 def label_reasoners(reasoners: list[str], names: list[str]) -> list[str]:
@@ -177,7 +188,9 @@ def label_reasoners(reasoners: list[str], names: list[str]) -> list[str]:
     return labels
 
 
-def reasoner_labels(reasoners: list[str], served_model: str | None, overrides: list[str] | None) -> list[str]:
+def reasoner_labels(
+    reasoners: list[str], served_model: str | None, overrides: list[str] | None, attempts: int = 1
+) -> list[str]:
     """How the tables, CSV, chart and summaries name each ``--reasoner``: ``--reasoner-name`` when given;
     else a served reasoner's model id (``--reasoner-model``, or the first its server lists at /v1/models),
     a local checkpoint's folder name, or a Hub id as written; host:port is added where two would collide."""
@@ -190,7 +203,7 @@ def reasoner_labels(reasoners: list[str], served_model: str | None, overrides: l
     names = []
     for r in reasoners:
         if r.startswith(("http://", "https://")):
-            ids = served_model_ids(r)
+            ids = served_model_ids(r, attempts)
             if served_model and served_model not in ids:
                 raise ValueError(f"--reasoner-model {served_model!r} is not served at {r} (it serves {ids})")
             names.append(served_model or (ids[0] if ids else r))
