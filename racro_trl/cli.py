@@ -91,8 +91,20 @@ def _samplings(args):
     )
 
 
+def check_models(args) -> None:
+    """--mllm and every local --reasoner exist (a folder with config.json) or are Hub ids, before any loads."""
+    from .references import check_model_reference
+
+    check_model_reference(args.mllm, "--mllm")
+    for reasoner in [args.reasoner] if isinstance(args.reasoner, str) else args.reasoner or []:
+        if not reasoner.startswith(("http://", "https://")):
+            check_model_reference(reasoner, "--reasoner")
+
+
 def _infer(args) -> None:
     from PIL import Image
+
+    check_models(args)
 
     from .pipeline import Item, RacroPipeline
 
@@ -122,6 +134,7 @@ def _eval(args) -> None:
         benchmarks = [(name, benchmark_file(name, args.data_dir)) for name in names]
     for _, path in benchmarks:
         load_benchmark(path)  # a bad file fails before any model loads
+    check_models(args)
     labels = reasoner_labels(
         args.reasoner, args.reasoner_model, args.reasoner_name, args.reasoner_max_retries + 1
     )

@@ -386,6 +386,16 @@ def validate_run(script_args: CROScriptArguments, training_args, num_processes: 
         )
 
 
+def check_references(script_args: CROScriptArguments, model_args) -> None:
+    """Every model and config file the run names exists (a folder with a config.json) or is a Hub id:
+    one line naming the argument otherwise, before the policy loads (references.py)."""
+    from .references import check_model_reference
+
+    check_model_reference(model_args.model_name_or_path, "model_name_or_path")
+    if script_args.reasoner_backend != "openai":  # a served reasoner's model is a server's id (checked there)
+        check_model_reference(script_args.reasoner_model, "reasoner_model")
+
+
 def keep_vllm_out(script_args: CROScriptArguments, training_args) -> None:
     """Keep vLLM out of this process when the run does not use it (the recipe logs that it did).
 

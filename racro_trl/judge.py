@@ -72,12 +72,21 @@ class AnswerJudge:
         )
         self.concurrency = concurrency
         try:
-            self.model = model or next(iter(self.client.models.list())).id
-        except (openai.APIError, StopIteration) as error:
+            served = [m.id for m in self.client.models.list()]
+        except openai.APIConnectionError as error:
             raise ValueError(
-                f"the judge at {self.url} lists no model ({type(error).__name__}: {error}); is the URL right? "
-                "(pass --judge-model for a server that does not list its models)"
+                f"the judge at {self.url} is unreachable ({error}); is the URL right?"
             ) from error
+        except openai.APIError:
+            served = []  # a server that lists no models: --judge-model is taken on trust
+        if model and served and model not in served:
+            raise ValueError(f"--judge-model {model}: the judge at {self.url} serves {', '.join(served)}")
+        if not (model or served):
+            raise ValueError(
+                f"the judge at {self.url} lists no model; is the URL right? "
+                "(pass --judge-model for a server that does not list its models)"
+            )
+        self.model = model or served[0]
 
     def extract(self, question: str, response: str) -> str | None:
         """The judge's extracted answer, None for ``NONE`` or an empty reply."""

@@ -25,7 +25,13 @@ from transformers import AutoProcessor, set_seed
 from trl import GRPOConfig, ModelConfig, get_peft_config
 
 from racro_trl.card import check_hub_push
-from racro_trl.configs import CROScriptArguments, keep_vllm_out, make_parser, validate_run
+from racro_trl.configs import (
+    CROScriptArguments,
+    check_references,
+    keep_vllm_out,
+    make_parser,
+    validate_run,
+)
 from racro_trl.data import (
     constant_images,
     filter_dataset,
@@ -41,6 +47,7 @@ from racro_trl.policy import (
     resume_checkpoint,
     skip_deepspeed_shm_op,
 )
+from racro_trl.references import check_file
 from racro_trl.report import audit_summary, reward_table
 from racro_trl.rewards import CaptionReward, get_reward_funcs
 from racro_trl.tables import CaptionTableCallback
@@ -162,9 +169,26 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
             func.close()
 
 
+def parse_and_check() -> tuple[CROScriptArguments, GRPOConfig, ModelConfig]:
+    """The run's arguments, checked before anything loads: a wrong path or value exits with one line
+    naming the argument (each rank would otherwise print a traceback after loading the policy)."""
+    try:
+        # `accelerate launch` passes its config's deepspeed_config_file here; GRPOConfig reads it
+        check_file(
+            os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"), "deepspeed_config_file (accelerate config)"
+        )
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true":  # set by `accelerate launch` for DeepSpeed
+            skip_deepspeed_shm_op()  # before the parser: GRPOConfig may set up distributed
+        args = make_parser().parse_args_and_config()
+        check_references(args[0], args[2])
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"recipes/cro.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    return args
+
+
 if __name__ == "__main__":
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true":  # set by `accelerate launch` for DeepSpeed
-        skip_deepspeed_shm_op()  # before the parser: GRPOConfig may set up distributed
-    args = make_parser().parse_args_and_config()
+    args = parse_and_check()
     keep_vllm_out(*args[:2])  # before main imports the trainer
     main(*args)

@@ -82,9 +82,16 @@ def test_judged_scores_are_extracted_once_marked_and_kept_apart(tmp_path):
 
 def test_unreachable_judge_fails_before_any_model_loads(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/v1"
-    with pytest.raises(ValueError, match=f"the judge at {url} lists no model"):
+    with pytest.raises(ValueError, match=f"the judge at {url} is unreachable"):
         AnswerJudge(url, max_retries=0)
     data = write_benchmark(tmp_path)
     out = racro("eval", "--benchmark", "Bench", "--data", str(data), "--mllm", "no/such-model", "--reasoner",
                 "no/such-reasoner", "--out", str(tmp_path / "out"), "--judge-url", url)  # fmt: skip
     assert out.returncode != 0 and f"the judge at {url}" in out.stderr
+
+
+def test_judge_model_the_server_does_not_serve_fails_at_once():
+    with ReasonerStandIn() as standin:
+        with pytest.raises(ValueError, match=f"--judge-model gpt-x: the judge at {standin.url} serves {MODEL}"):
+            AnswerJudge(standin.url, "gpt-x")
+        assert AnswerJudge(standin.url, MODEL).model == MODEL
