@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import prompts
 from .caption_health import grammar_match
-from .data import COLORS, SHAPES, _draw
+from .drawing import COLORS, SHAPES, draw_shape
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def colour_rows(n: int = 64, seed: int = 0) -> list[dict]:
     for i, colour in enumerate(colours):
         image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (235, 235, 235))
         pad = rng.randint(2, 10)
-        _draw(
+        draw_shape(
             ImageDraw.Draw(image),
             rng.choice(SHAPES),
             (pad, pad, IMAGE_SIZE - pad, IMAGE_SIZE - pad),

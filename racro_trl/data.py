@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 from . import prompts
+from .drawing import COLORS, SHAPES, scene
 
 logger = logging.getLogger(__name__)
 
@@ -197,34 +198,6 @@ def _undecoded_images(dataset):
 
 # --- The shipped sample: synthetic images whose answers are visible -------------------------------
 
-COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30)}
-SHAPES = ("circle", "square", "triangle")
-
-
-def _draw(draw, shape: str, box: tuple[int, int, int, int], color) -> None:
-    x0, y0, x1, y1 = box
-    if shape == "circle":
-        draw.ellipse(box, fill=color)
-    elif shape == "square":
-        draw.rectangle(box, fill=color)
-    else:
-        draw.polygon([((x0 + x1) // 2, y0), (x1, y1), (x0, y1)], fill=color)
-
-
-def _scene(rng: random.Random, size: int, items: list[tuple[str, str]]):
-    """An image with the given (shape, colour) items on a grid, so none overlap."""
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", (size, size), (245, 245, 245))
-    draw = ImageDraw.Draw(image)
-    cell = size // 3
-    cells = rng.sample(range(9), len(items))
-    for (shape, color), c in zip(items, cells, strict=True):
-        x, y = (c % 3) * cell, (c // 3) * cell
-        pad = cell // 6
-        _draw(draw, shape, (x + pad, y + pad, x + cell - pad, y + cell - pad), COLORS[color])
-    return image
-
 
 def sample_rows(n: int = 48, seed: int = 0, size: int = 96) -> list[dict]:
     """Deterministic synthetic rows: counting, colour and multiple-choice shape questions."""
@@ -255,7 +228,7 @@ def sample_rows(n: int = 48, seed: int = 0, size: int = 96) -> list[dict]:
             answer = letters[options.index(shape)]
         rows.append(
             {
-                "images": [_scene(rng, size, items)],
+                "images": [scene(rng, size, items)],
                 "question": question,
                 "answer": answer,
                 "category": kind,

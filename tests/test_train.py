@@ -118,7 +118,7 @@ def check_caption_viewer(output_dir, screenshot) -> None:
     from PIL import Image
 
     from racro_trl.colour_task import COLOURS
-    from racro_trl.data import COLORS
+    from racro_trl.drawing import COLORS
 
     result = run_logged(
         [str(REPO_BIN / "racro"), "report", str(output_dir), "--html"], screenshot.with_suffix(".log"), 120
