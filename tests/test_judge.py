@@ -92,6 +92,8 @@ def test_unreachable_judge_fails_before_any_model_loads(tmp_path):
 
 def test_judge_model_the_server_does_not_serve_fails_at_once():
     with ReasonerStandIn() as standin:
-        with pytest.raises(ValueError, match=f"--judge-model gpt-x: the judge at {standin.url} serves {MODEL}"):
+        with pytest.raises(
+            ValueError, match=f"--judge-model gpt-x: the judge at {standin.url} serves {MODEL}"
+        ):
             AnswerJudge(standin.url, "gpt-x")
         assert AnswerJudge(standin.url, MODEL).model == MODEL
