@@ -23,14 +23,47 @@ def test_shipped_sample_is_the_generated_one(sample_data, tmp_path):
     assert (sample_data / "train.parquet").stat().st_size < 2 * 1024 * 1024
 
 
+def read_scene(image, size: int = 96) -> list[tuple[str, str]]:
+    """The (shape, colour) items of a sample scene, read back from its pixels: each of the 3 x 3 cells
+    holds one shape drawn inside a box inset by a sixth of the cell, or nothing."""
+    from racro_trl.drawing import COLORS
+
+    by_rgb = {rgb: name for name, rgb in COLORS.items()}
+    cell = size // 3
+    pad = cell // 6
+    items = []
+    for c in range(9):
+        x0, y0 = (c % 3) * cell + pad, (c // 3) * cell + pad
+        x1, y1 = x0 + cell - 2 * pad, y0 + cell - 2 * pad
+        colour = by_rgb.get(image.getpixel(((x0 + x1) // 2, (y0 + y1) // 2)))
+        if colour is None:
+            continue
+        if image.getpixel((x0 + 2, y0 + 2)) in by_rgb:  # a square fills its box's corners
+            items.append(("square", colour))
+        elif image.getpixel((x0 + 2, y1 - 2)) in by_rgb:  # a triangle fills the bottom of its box
+            items.append(("triangle", colour))
+        else:
+            items.append(("circle", colour))
+    return items
+
+
 def test_sample_answers_are_visible():
-    rows = sample_rows(6, seed=1)
-    counting = rows[0]
-    assert counting["question"].startswith("How many") and counting["answer"].isdigit()
-    assert rows[2]["answer"] in "ABC" and "Choices:" in rows[2]["question"]
-    # the scene really holds what the answer says: count non-background pixel blobs is overkill;
-    # at least the image is not blank
-    assert len(rows[0]["images"][0].getcolors(10000)) > 1
+    """Every sample row's answer is what its image shows, read back from the pixels."""
+    import re
+
+    rows = sample_rows(48, seed=0)
+    for row in rows:
+        items, question, answer = read_scene(row["images"][0]), row["question"], row["answer"]
+        if row["category"] == "counting":
+            colour, shape = re.match(r"How many (\w+) (\w+)s are", question).groups()
+            assert items.count((shape, colour)) == int(answer), row["qid"]
+        elif row["category"] == "color":
+            shape = re.search(r"What colour is the (\w+)\?", question).group(1)
+            assert items == [(shape, answer)], row["qid"]
+        else:
+            options = dict(re.findall(r"^([ABC])\. (\w+)$", question, re.M))
+            assert [shape for shape, _ in items] == [options[answer]], row["qid"]
+    assert {row["category"] for row in rows} == {"counting", "color", "shape"}
 
 
 def test_training_format_builds_prompts(sample_data):

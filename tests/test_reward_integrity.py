@@ -156,25 +156,42 @@ def test_audit_keeps_its_share_of_each_step_and_every_flagged_caption(tmp_path):
     assert all(json.dumps(r).count("number 0") <= 1 for r in records)
 
 
-def test_audit_default_stays_under_its_stated_size():
+class LongAnswers:
+    """A reasoner that answers every caption with the same ~33 KB text: an 8192-token R1 answer at ~4
+    characters a token (the audit's size is what is measured here, not the reasoner)."""
+
+    name = "long-answers"
+    ANSWER = "Wait, let me recount the bars. " * 1100 + "\\boxed{12}"
+
+    def generate(self, chats, n, sampling):
+        return [[self.ANSWER] * n for _ in chats]
+
+
+def test_audit_default_stays_under_its_stated_size(tmp_path):
     """The default (16 records a step over all ranks) keeps 1000 steps of 8192-token answers and 1000-token
-    captions under 0.7 GB."""
+    captions under 0.7 GB: the reward's own audit writer, on 128 such captions a step for 3 steps."""
+    import types
+
     from racro_trl.configs import CROScriptArguments
 
-    answer = (
-        "Wait, let me recount the bars. " * 1100
-    )  # ~33 KB: an 8192-token R1 answer, ~4 characters a token
-    # a 1000-token caption: 4 KB
-    record = {
-        "step": 999, "call": 999, "rank": 7, "index": 127, "question": "Q" * 600, "gold": "12", "caption": "C" * 4000,
-        "reasoner_outputs": [answer], "extracted": ["12"], "scores": [1.0], "truncated": [False], "leak": False,
-        "failed": None, "reward": 1.0,
-    }  # fmt: skip
     per_step = CROScriptArguments().reward_audit_captions
-    size = 1000 * per_step * len(json.dumps(record).encode())
-    print(
-        f"audit of 1000 steps x {per_step} records of {len(json.dumps(record)) / 1e3:.1f} KB: {size / 1e9:.2f} GB"
-    )
+    reward = CaptionReward(
+        LongAnswers(), num_samples=1, sampling=Sampling(max_tokens=8192), audit_dir=tmp_path,
+        audit_captions=per_step,
+    )  # fmt: skip
+    captions = [[{"role": "assistant", "content": f"{i:04d} " + "C" * 3995}] for i in range(128)]  # 4 KB each
+    for step in range(3):
+        reward(
+            None, captions, question=["Q" * 600] * 128, answer=["12"] * 128,
+            trainer_state=types.SimpleNamespace(global_step=step),
+        )  # fmt: skip
+    audit = tmp_path / "caption_reasoner-rank0.jsonl"
+    records = [json.loads(line) for line in audit.open()]
+    assert [r["step"] for r in records] == [s for s in range(3) for _ in range(per_step)]
+    assert all(r["reasoner_outputs"] == [LongAnswers.ANSWER] and r["reward"] == 1.0 for r in records)
+    size = 1000 * audit.stat().st_size / 3
+    print(f"audit of 1000 steps x {per_step} records of {audit.stat().st_size / len(records) / 1e3:.1f} KB: "
+          f"{size / 1e9:.2f} GB")  # fmt: skip
     assert per_step == 16 and size < 0.7e9
 
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from racro_trl.grading import grade, parse_choices
 from racro_trl.reasoners import Sampling
 from racro_trl.rewards import CaptionReward, answer_accuracy, boxed_format, get_reward_funcs
 
@@ -86,17 +87,37 @@ def test_one_backend_call_per_reward_call_and_prompts(vllm_reasoner, tmp_path):
     assert len((tmp_path / "caption_reasoner-rank0.jsonl").read_text().splitlines()) == 16
 
 
-def test_grading_of_real_outputs_is_consistent(vllm_reasoner):
-    """Rewards are exactly the grades of what the reasoner wrote; some are right, some wrong."""
+class RecordingReasoner:
+    """The real reasoner, with a record of every output it wrote and whether it ran out of tokens."""
 
-    reward = CaptionReward(vllm_reasoner, num_samples=8, sampling=Sampling(max_tokens=8, seed=1))
+    def __init__(self, inner):
+        self.inner, self.outputs, self.truncated = inner, [], []
+
+    def __getattr__(self, name):  # name, last_truncated, ...: the real reasoner's
+        return getattr(self.inner, name)
+
+    def generate(self, chats, n, sampling):
+        outputs = self.inner.generate(chats, n, sampling)
+        self.outputs += outputs
+        self.truncated += self.inner.last_truncated
+        return outputs
+
+
+def test_grading_of_real_outputs_is_consistent(vllm_reasoner):
+    """Rewards are exactly the grades of what the reasoner wrote (each caption's mean over its 8 answers,
+    graded here from the recorded outputs); some are right, some wrong."""
+    reasoner = RecordingReasoner(vllm_reasoner)
+    reward = CaptionReward(reasoner, num_samples=8, sampling=Sampling(max_tokens=8, seed=1))
     captions, questions, answers = _batch(n_prompts=3, per_prompt=4)
-    outputs = vllm_reasoner.generate(
-        [[{"role": "user", "content": "x"}]], 1, Sampling(max_tokens=8, seed=1)
-    )  # the engine answers at all
-    assert outputs and outputs[0]
     rewards = reward(None, captions, question=questions, answer=answers)
+    assert len(reasoner.outputs) == len(captions) and all(len(outs) == 8 for outs in reasoner.outputs)
+    expected = [
+        sum(grade(o, gold, parse_choices(q), t)[1] for o, t in zip(outs, cut, strict=True)) / len(outs)
+        for outs, cut, q, gold in zip(reasoner.outputs, reasoner.truncated, questions, answers, strict=True)
+    ]
+    assert rewards == expected
     assert 0.0 < sum(rewards) / len(rewards) < 1.0, "tiny reasoner: sometimes right, sometimes wrong"
+    assert len(set(rewards)) > 1, "rewards that differ between captions, so an order mix-up would show"
 
 
 def test_output_without_box_scores_zero_and_is_counted(vllm_reasoner, tmp_path):

@@ -59,7 +59,19 @@ def test_steps_log_loss_rewards_and_time(trained):
     assert [h["step"] for h in steps] == list(range(1, STEPS + 1))
     assert all("loss" in h and "caption_reasoner/answer_extracted" in h for h in steps)
     assert all(0 < h["time/reward_s"] < h["step_time"] and h["time/generation_s"] > 0 for h in steps)
-    assert "Reward per step:" in out and "caption_gen_s" in out and "reward_s" in out
+    # the table the run printed holds, row by row, the reward and times it logged
+    lines = out.split("Reward per step:\n", 1)[1].splitlines()
+    header = lines[0].split()
+    printed = {
+        int(row[0]): dict(zip(header, row, strict=True)) for row in map(str.split, lines[1 : 1 + STEPS])
+    }
+    for h in steps:
+        row = printed[h["step"]]
+        assert row["reward"] == f"{h['reward']:.4g}", (row, h)
+        assert (
+            row["caption_gen_s"] == f"{h['time/generation_s']:.4g}"
+            and row["reward_s"] == f"{h['time/reward_s']:.4g}"
+        )
 
 
 def test_only_the_gradient_moved_the_weights_and_checkpoint_reloads(trained, colour_models):
