@@ -65,11 +65,16 @@ def _mllm(args):
     return build_mllm(args.mllm_backend, args.mllm, **kwargs)
 
 
+def is_served(reasoner: str) -> bool:
+    """A ``--reasoner`` given as an OpenAI-compatible URL (else a checkpoint path or Hub id)."""
+    return reasoner.startswith(("http://", "https://"))
+
+
 def _reasoner(args, reasoner: str):
     """A reasoner checkpoint (in-process, ``--reasoner-backend``) or an OpenAI-compatible URL."""
     from .reasoners import build_reasoner
 
-    if reasoner.startswith(("http://", "https://")):
+    if is_served(reasoner):
         return build_reasoner("openai", args.reasoner_model, reasoner, max_retries=args.reasoner_max_retries)
     if (args.reasoner_backend or "vllm") == "vllm":
         return build_reasoner(
@@ -97,7 +102,7 @@ def check_models(args) -> None:
 
     check_model_reference(args.mllm, "--mllm")
     for reasoner in [args.reasoner] if isinstance(args.reasoner, str) else args.reasoner or []:
-        if not reasoner.startswith(("http://", "https://")):
+        if not is_served(reasoner):
             check_model_reference(reasoner, "--reasoner")
 
 
@@ -196,7 +201,7 @@ def label_reasoners(reasoners: list[str], names: list[str]) -> list[str]:
 
     labels = []
     for reasoner, name in zip(reasoners, names, strict=True):
-        served = reasoner.startswith(("http://", "https://"))
+        served = is_served(reasoner)
         labels.append(f"{name}@{urlsplit(reasoner).netloc}" if served and names.count(name) > 1 else name)
     return labels
 
@@ -215,7 +220,7 @@ def reasoner_labels(
         return list(overrides)
     names = []
     for r in reasoners:
-        if r.startswith(("http://", "https://")):
+        if is_served(r):
             ids = served_model_ids(r, attempts)
             if served_model and served_model not in ids:
                 raise ValueError(f"--reasoner-model {served_model!r} is not served at {r} (it serves {ids})")

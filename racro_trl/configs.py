@@ -390,9 +390,11 @@ def check_references(script_args: CROScriptArguments, model_args) -> None:
     """Every model and config file the run names exists (a folder with a config.json) or is a Hub id:
     one line naming the argument otherwise, before the policy loads (references.py)."""
     from .references import check_model_reference
+    from .rewards import REASONER_REWARDS
 
     check_model_reference(model_args.model_name_or_path, "model_name_or_path")
-    if script_args.reasoner_backend != "openai":  # a served reasoner's model is a server's id (checked there)
+    asks_reasoner = any(name in REASONER_REWARDS for name in script_args.reward_funcs)
+    if asks_reasoner and script_args.reasoner_backend != "openai":  # a served model is the server's id
         check_model_reference(script_args.reasoner_model, "reasoner_model")
 
 

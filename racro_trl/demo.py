@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,8 +42,6 @@ def is_noise(segment: str) -> bool:
     >>> is_noise("Reward per step:")
     False
     """
-    import re
-
     return any(re.search(pattern, segment) for pattern in NOISE)
 
 
@@ -53,8 +52,6 @@ STEP_DICT = r"\s*\{'loss': .*\}\s*$"
 def run_quietly(command: list[str], env: dict, log: Path) -> tuple[int, int]:
     """Run ``command``, all of its output into ``log``, all but the known-harmless lines (and the source
     line Python prints under a warning) to the terminal: (exit code, lines not shown)."""
-    import re
-
     log.parent.mkdir(parents=True, exist_ok=True)
     hidden, after_warning = 0, False
     with (
@@ -65,18 +62,15 @@ def run_quietly(command: list[str], env: dict, log: Path) -> tuple[int, int]:
     ):
         for line in proc.stdout:
             out.write(line)
-            if after_warning and line.startswith("  ") and "%|" not in line:
+            if after_warning and line.startswith("  ") and "%|" not in line:  # the hidden warning's source
                 after_warning = False
                 hidden += 1
                 continue
             parts = line.rstrip("\n").split("\r")
-            kept = [part for part in parts if not is_noise(part)]
-            cut = [re.sub(STEP_DICT, "", part) for part in kept]
-            hidden += cut != kept
-            kept = [part for part, whole in zip(cut, kept, strict=True) if part.strip() or not whole.strip()]
-            after_warning = any(re.search(r"\.py:\d+: \w*Warning: ", p) for p in parts if p not in kept)
-            if len(kept) < len(parts):
-                hidden += 1
+            noise = [part for part in parts if is_noise(part)]
+            kept = [re.sub(STEP_DICT, "", part) for part in parts if part not in noise]
+            after_warning = any(re.search(r"\.py:\d+: \w*Warning: ", part) for part in noise)
+            hidden += kept != parts  # a line with anything left out counts once
             if any(part.strip() for part in kept):
                 print("\r".join(kept), flush=True)
     return proc.returncode, hidden
@@ -134,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from .viewer import write_viewer
 
-    viewer = write_viewer(args.output_dir, None, None)
+    viewer = write_viewer(args.output_dir)
     per_colour = ", ".join(f"{c} {r:.2f}" for c, r in late["reward_by_answer"].items())
     print("\n================ racro-trl demo: summary ================")
     print(f"reward        first 5 steps {first:.2f} -> last 5 steps {last:.2f} (chance {CHANCE:.2f})")

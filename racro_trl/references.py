@@ -26,9 +26,6 @@ def check_model_reference(value: str | None, argument: str) -> None:
     """
     if not value:
         return
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
     path = Path(os.path.expanduser(value))
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -40,14 +37,20 @@ def check_model_reference(value: str | None, argument: str) -> None:
         )
     first = Path(value.split("/", 1)[0])
     looks_local = value.startswith(("/", ".", "~")) or (value.count("/") == 1 and first.is_dir())
+    if looks_local or not _is_hub_id(value):
+        raise ValueError(f"{argument}: {value} is neither a local model folder nor a Hub id (no such folder)")
+
+
+def _is_hub_id(value: str) -> bool:
+    """``value`` has the form of a Hub repository id (huggingface_hub's own rule)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     try:
-        if looks_local:
-            raise HFValidationError("a path")
         validate_repo_id(value)
     except HFValidationError:
-        raise ValueError(
-            f"{argument}: {value} is neither a local model folder nor a Hub id (no such folder)"
-        ) from None
+        return False
+    return True
 
 
 def check_file(value: str | None, argument: str) -> None:
