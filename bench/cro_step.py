@@ -71,6 +71,16 @@ def main() -> None:
         help="TRL's policy engine sleeps between uses (vllm_enable_sleep_mode)",
     )
     parser.add_argument(
+        "--no-gradient-checkpointing",
+        action="store_true",
+        help="keep activations (more memory, no recompute)",
+    )
+    parser.add_argument(
+        "--drop-zero-variance",
+        action="store_true",
+        help="drop_zero_variance_groups (with dummy weights every caption scores 0: all groups are dropped)",
+    )
+    parser.add_argument(
         "--full-vocab",
         action="store_true",
         help="sample captions from the whole vocabulary (not printable tokens only): with a restricted "
@@ -138,7 +148,7 @@ def main() -> None:
         epsilon=0.2,
         loss_type="dapo",
         bf16=cuda,
-        gradient_checkpointing=not args.tiny,
+        gradient_checkpointing=not (args.tiny or args.no_gradient_checkpointing),
         use_vllm=cuda,
         vllm_mode="colocate",
         vllm_gpu_memory_utilization=args.policy_vllm_memory,
@@ -179,7 +189,8 @@ def main() -> None:
         from racro_trl.configs import CROScriptArguments
         from racro_trl.trainer import CROTrainer as Trainer
 
-        extra = {"script_args": CROScriptArguments(reward_funcs=[]), "model_args": ModelConfig()}
+        script_args = CROScriptArguments(reward_funcs=[], drop_zero_variance_groups=args.drop_zero_variance)
+        extra = {"script_args": script_args, "model_args": ModelConfig()}
     else:
         Trainer = GRPOTrainer
     trainer = Trainer(
@@ -227,6 +238,7 @@ def main() -> None:
     trainer.train()
     trainable = sum(full_numel(p) for p in trainer.model.parameters() if p.requires_grad)
     print(f"\nCRO step bench ({args.mode}, {args.trainer} trainer, sleep {'on' if args.sleep else 'off'}, "
+          f"gradient checkpointing {'off' if args.no_gradient_checkpointing else 'on'}, "
           f"{per_device} captions per pass); device {torch.cuda.get_device_name() if cuda else 'CPU'}; "
           f"{args.prompts} prompts x {args.captions} captions, captions <= {args.caption_tokens} tokens, "
           f"reasoner answers <= {args.reasoner_tokens} tokens; trainable parameters {trainable / 1e6:.1f}M")  # fmt: skip
@@ -237,8 +249,15 @@ def main() -> None:
                 "LOG",
                 {
                     k: h[k]
-                    for k in ("step", "loss", "grad_norm", "reward", "completions/mean_length")
-                    + tuple(k for k in h if k.startswith("sampling/"))
+                    for k in (
+                        "step",
+                        "loss",
+                        "grad_norm",
+                        "reward",
+                        "completions/mean_length",
+                        "dropped_rows",
+                    )
+                    + tuple(k for k in h if k.startswith("sampling/") or k.endswith("zero_variance_groups"))
                     if k in h
                 },
             )

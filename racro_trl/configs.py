@@ -194,6 +194,12 @@ class CROScriptArguments(trl.ScriptArguments):
     reasoner_concurrency: int = field(
         default=64, metadata={"help": "openai backend: requests in flight per process."}
     )
+    drop_zero_variance_groups: bool = field(
+        default=False,
+        metadata={"help": "leave the captions of groups that all scored the same (advantage 0) out of the training "
+                  "forward and backward: the same gradient with beta 0 and loss_type dapo/cispo/vespo, less the "
+                  "dropped rows' KL term with beta > 0 (racro_trl/groups.py)."},
+    )  # fmt: skip
     reasoner_overlap: bool = field(
         default=True,
         metadata={"help": "openai backend: send the reasoner requests as soon as the captions are sampled, so they run "

@@ -14,6 +14,7 @@ from pathlib import Path
 from trl import GRPOTrainer
 
 from .card import model_card
+from .groups import EXACT_LOSS_TYPES, informative_rows, keep_rows, zero_variance_share
 from .handoff import (
     align_image,
     checkpoint_keeps,
@@ -39,6 +40,9 @@ class CROTrainer(GRPOTrainer):
         suppress_vision_tokens(kwargs["args"], vision_tokens)  # before TRL builds its sampler
         super().__init__(*args, **kwargs)
         self.cro_args = (script_args, model_args, recipe_text)
+        self.drop_zero_variance = getattr(script_args, "drop_zero_variance_groups", False)
+        if self.drop_zero_variance:
+            self._check_drop_is_exact()
         self.pixel_bounds = pixel_bounds(self.processing_class.image_processor)
         if self.use_vllm:
             self._check_vllm_keeps_aligned_images()
@@ -75,9 +79,45 @@ class CROTrainer(GRPOTrainer):
         ]
         self._batch_inputs = inputs  # for _send_reasoner_requests
         try:
-            return super()._generate_and_score_completions(inputs)
+            output = super()._generate_and_score_completions(inputs)
         finally:
             self._batch_inputs = None
+        mode = "train" if self.model.training else "eval"
+        self._log_zero_variance_groups(mode)
+        return self._drop_zero_variance(output) if self.drop_zero_variance and mode == "train" else output
+
+    # ---- Groups that teach nothing (racro_trl/groups.py) ---------------------------------------------
+
+    def _log_zero_variance_groups(self, mode: str) -> None:
+        """``<reward>/zero_variance_groups``: per reward function, the share of this generation batch's
+        groups (all ranks: TRL's gathered rewards) whose captions all scored the same."""
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        for name, rewards in self._logs["rewards"].items():
+            share = zero_variance_share(list(rewards), group_size)
+            if share is not None:
+                self._metrics[mode][f"{name}/zero_variance_groups"].append(share)
+
+    def _drop_zero_variance(self, output: dict) -> dict:
+        """The generation batch without its rows of advantage 0 (``drop_zero_variance_groups``); logs
+        ``dropped_rows``, the share left out."""
+        rows = informative_rows(output["advantages"], self.args.steps_per_generation)
+        self._metrics["train"]["dropped_rows"].append(1 - len(rows) / len(output["advantages"]))
+        return keep_rows(output, rows)
+
+    def _check_drop_is_exact(self) -> None:
+        """drop_zero_variance_groups only where dropping rows of advantage 0 keeps the gradient."""
+        args = self.args
+        problems = []
+        if self.loss_type not in EXACT_LOSS_TYPES:
+            problems.append(f"loss_type {self.loss_type!r} averages over the rows it is given")
+        if args.top_entropy_quantile < 1.0 or self._entropy_bonus_enabled:
+            problems.append("the entropy mask and bonus are computed over the rows given")
+        if problems:
+            raise ValueError(
+                "drop_zero_variance_groups would change the gradient here: "
+                + "; ".join(problems)
+                + f" (it is exact for loss_type {', '.join(EXACT_LOSS_TYPES)}; racro_trl/groups.py)"
+            )
 
     def _check_vllm_keeps_aligned_images(self) -> None:
         """vLLM resizes with the checkpoint's bounds: they must keep every image the trainer aligned."""
