@@ -4,8 +4,8 @@ GRPO's advantage is a caption's reward against its group's mean, so a group whos
 the same (all 0 or all 1 with one reasoner answer per caption) has advantage 0 everywhere. With
 ``beta: 0`` such rows add nothing to the policy gradient, yet they cost the training forward and
 backward like any other. :func:`zero_variance_share` measures them (logged every step as
-``caption_reasoner/zero_variance_groups``); :func:`keep_informative` leaves them out of the training
-pass (``drop_zero_variance_groups``), as verl and EasyR1 filter them (DAPO's dynamic sampling, less
+``caption_reasoner/zero_variance_groups``); :func:`informative_rows` and :func:`keep_rows` leave them out
+of the training pass (``drop_zero_variance_groups``), as verl and EasyR1 filter them (DAPO's dynamic sampling, less
 its refill; TRL has none: huggingface/trl#3708).
 
 Exact for the token-sum losses (``dapo``, ``cispo``, ``vespo``): their normaliser is the generation

@@ -83,17 +83,18 @@ class CROTrainer(GRPOTrainer):
         finally:
             self._batch_inputs = None
         mode = "train" if self.model.training else "eval"
-        self._log_zero_variance_groups(mode)
+        self._log_zero_variance_groups(mode, len(inputs) * self.accelerator.num_processes)
         return self._drop_zero_variance(output) if self.drop_zero_variance and mode == "train" else output
 
     # ---- Groups that teach nothing (racro_trl/groups.py) ---------------------------------------------
 
-    def _log_zero_variance_groups(self, mode: str) -> None:
+    def _log_zero_variance_groups(self, mode: str, batch_size: int) -> None:
         """``<reward>/zero_variance_groups``: per reward function, the share of this generation batch's
-        groups (all ranks: TRL's gathered rewards) whose captions all scored the same."""
+        groups (all ranks: the last ``batch_size`` of TRL's gathered rewards, a log that train and eval
+        batches share) whose captions all scored the same."""
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
         for name, rewards in self._logs["rewards"].items():
-            share = zero_variance_share(list(rewards), group_size)
+            share = zero_variance_share(list(rewards)[-batch_size:], group_size)
             if share is not None:
                 self._metrics[mode][f"{name}/zero_variance_groups"].append(share)
 

@@ -2,7 +2,7 @@
 training pass keeps the gradient.
 
 One real generation batch of the tiny policy through ``CROTrainer`` (TRL's transformers sampler on CPU),
-four questions of four captions, images of two sizes so that the rows' patches differ; the reward is
+four questions of four captions, images of four sizes so that the rows' patches differ; the reward is
 fixed per caption so that two of the four groups score all the same. Then TRL's own loss
 (``_compute_loss``) is differentiated on the whole batch and on the batch without those groups.
 """
@@ -109,3 +109,13 @@ def test_with_a_kl_term_the_dropped_groups_kl_is_what_is_lost(tiny_models, tmp_p
 def test_the_drop_refuses_losses_it_would_change(tiny_models, tmp_path):
     with pytest.raises(ValueError, match="loss_type 'grpo' averages over the rows"):
         make_trainer(tiny_models["policy"], tmp_path, loss_type="grpo", drop=True)
+
+
+def test_the_share_reads_only_this_batchs_rewards(tiny_models, tmp_path):
+    """TRL keeps one reward log for train and eval batches: a smaller batch after a train batch is
+    measured on its own rewards, not on the train rewards still in the log."""
+    trainer, _ = make_trainer(tiny_models["policy"], tmp_path)
+    trainer._logs["rewards"]["caption_reasoner"].extend(REWARDS)  # a train batch: 2 of 4 groups all equal
+    trainer._logs["rewards"]["caption_reasoner"].extend([0.0, 1.0, 1.0, 1.0])  # then one mixed group
+    trainer._log_zero_variance_groups("eval", 4)
+    assert trainer._metrics["eval"]["caption_reasoner/zero_variance_groups"][-1] == 0.0
