@@ -13,7 +13,7 @@ RECIPE ?= recipes/tiny/cro.yaml
 ACCEL  ?= configs/accelerate/single.yaml
 TINY   ?= tiny-models
 
-.PHONY: install demo test test-fast lint train tiny bench clean
+.PHONY: install demo repro-mini test test-fast lint train tiny bench clean
 
 install: $(STAMP)
 
@@ -43,6 +43,10 @@ tiny: install
 
 demo: install
 	$(BIN)/python -m racro_trl.demo --tiny-dir $(TINY) --accelerate-config $(ACCEL) --recipe recipes/tiny/cro_colour.yaml
+
+# Mini-RACRO (racro_trl/mini): builds the tiles data and models, CRO x 3 seeds, racro eval, the table.
+repro-mini: install
+	$(BIN)/racro repro-mini --out outputs/mini
 
 test: install
 	$(BIN)/python -m pytest -ra --timeout=900 -n 2 --dist loadfile --no-loadscope-reorder

@@ -241,7 +241,8 @@ def sample_rows(n: int = 48, seed: int = 0, size: int = 96) -> list[dict]:
 
 def build_sample_dataset(out: str | Path, n: int = 48, seed: int = 0, task: str = "mixed") -> Path:
     """Write a synthetic set as ``out/train.parquet`` (images embedded as PNG bytes): ``mixed`` (counting,
-    colour and shape questions) or ``colour`` (the learnable task of :mod:`racro_trl.colour_task`)."""
+    colour and shape questions), ``colour`` (the learnable task of :mod:`racro_trl.colour_task`) or
+    ``tiles`` (mini-RACRO's, :mod:`racro_trl.mini.task`: also its evaluation TSV, ``out/Tiles.tsv``)."""
     import datasets
 
     from .colour_task import colour_rows
@@ -258,8 +259,12 @@ def build_sample_dataset(out: str | Path, n: int = 48, seed: int = 0, task: str 
             "qid": datasets.Value("string"),
         }
     )
-    if task not in ("mixed", "colour"):
-        raise ValueError(f"task must be 'mixed' or 'colour', got {task!r}")
+    if task not in ("mixed", "colour", "tiles"):
+        raise ValueError(f"task must be 'mixed', 'colour' or 'tiles', got {task!r}")
+    if task == "tiles":
+        from .mini.task import write_tiles_data
+
+        return write_tiles_data(out, n=n, seed=seed)
     rows = sample_rows(n, seed) if task == "mixed" else colour_rows(n, seed)
     ds = datasets.Dataset.from_list(rows, features=features)
     ds.to_parquet(str(out / "train.parquet"))

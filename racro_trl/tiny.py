@@ -52,8 +52,9 @@ _CORPUS_PHRASES = [
 ]
 
 
-def build_tokenizer(vocab_size: int = 1000, seed: int = 0):
-    """A byte-level BPE tokenizer with Qwen's special tokens and a chat template."""
+def build_tokenizer(vocab_size: int = 1000, seed: int = 0, phrases: list[str] = ()):
+    """A byte-level BPE tokenizer with Qwen's special tokens and a chat template; ``phrases`` join the
+    corpus (20 times each), so that a task's words become whole tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -62,7 +63,7 @@ def build_tokenizer(vocab_size: int = 1000, seed: int = 0):
         "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 8)))
         for _ in range(3000)
     ]
-    corpus = [" ".join(rng.choice(words) for _ in range(50)) for _ in range(400)] + _CORPUS_PHRASES * 20
+    corpus = [" ".join(rng.choice(words) for _ in range(50)) for _ in range(400)] + [*_CORPUS_PHRASES, *phrases] * 20
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -78,8 +79,11 @@ def build_tokenizer(vocab_size: int = 1000, seed: int = 0):
     return fast
 
 
-def build_reasoner(out: str | Path, tokenizer=None, seed: int = 0) -> Path:
-    """Save a tiny Qwen2 causal LM + tokenizer to ``out``; returns the path."""
+def build_reasoner(
+    out: str | Path, tokenizer=None, seed: int = 0, layers: int = 2, hidden: int = 128, answer_head: bool = True
+) -> Path:
+    """Save a tiny Qwen2 causal LM + tokenizer to ``out`` (``hidden`` / 64 heads of 64); returns the path.
+    ``answer_head``: fit the output layer to the answer grammar (below), else leave it random."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     out = Path(out)
@@ -87,12 +91,13 @@ def build_reasoner(out: str | Path, tokenizer=None, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=4096,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64, head_dim=64, max_position_embeddings=4096,
         tie_word_embeddings=False, eos_token_id=eos, bos_token_id=None, pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip
     model = Qwen2ForCausalLM(config)
-    _fit_answer_head(model, tokenizer, seed)
+    if answer_head:
+        _fit_answer_head(model, tokenizer, seed)
     model.generation_config.eos_token_id = eos
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
@@ -142,7 +147,7 @@ def _bpe_token(tokenizer, text: str) -> str:
     return tokenizer.convert_ids_to_tokens(ids[0])
 
 
-def build_policy(out: str | Path, tokenizer=None, seed: int = 0) -> Path:
+def build_policy(out: str | Path, tokenizer=None, seed: int = 0, text_layers: int = 2) -> Path:
     """Save a tiny Qwen2.5-VL model + processor (tokenizer, image processor, chat template) to ``out``."""
     from transformers import (
         Qwen2_5_VLConfig,
@@ -158,7 +163,7 @@ def build_policy(out: str | Path, tokenizer=None, seed: int = 0) -> Path:
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     config = Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+            vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=text_layers,
             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
             # mrope sections must sum to head_dim / 2 = 32.
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [8, 12, 12]},

@@ -1,0 +1,169 @@
+"""The mini-RACRO models, built here from random weights with TRL's ``SFTTrainer`` (no hub).
+
+* **Tokenizer**: the tiny byte-level BPE of :mod:`racro_trl.tiny`, trained with the tiles task's
+  sentences among its corpus, so "Tile", the colours and the digits are whole tokens.
+* **Reasoners** (Qwen2 causal LMs, the architecture of R1-Distill-Qwen): trained on the CRO reward
+  prompt with a *complete* description (the two tiles the question needs, and up to two others, in any
+  order) to write the worked answer of :func:`racro_trl.mini.task.solution`. The **weak** one (the
+  reward of CRO) and the **strong** one (used only at inference) differ in size and training steps.
+* **Captioner** (a tiny Qwen2.5-VL): warm-started on two prompts. Asked for a caption, it states the
+  colours of two tiles drawn at random, whatever the question: it perceives every tile, but its
+  captions are partial, and carry what the question needs one time in six. Asked the question itself
+  (``qa_cot``), it writes the worked answer: the MLLM-only baseline.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+from .. import prompts
+from . import task
+
+logger = logging.getLogger(__name__)
+
+PHRASES = [
+    "Tile 1 is red. Tile 2 is green. Tile 3 is blue. Tile 4 is yellow.",
+    "Tile 1 is red, 1. Tile 3 is blue, 3. 1 + 3 = 4. 3 - 1 = 2. 3 > 1, tile 3. \\boxed{4}",
+    *task.TEMPLATES.values(),
+]
+
+
+def build_tokenizer(seed: int = 0):
+    """The tiny tokenizer with the task's words among its tokens."""
+    from ..tiny import build_tokenizer as tiny_tokenizer
+
+    tokenizer = tiny_tokenizer(seed=seed, phrases=PHRASES)
+    tokenizer.add_tokens([f"Tile {t} is" for t in range(1, task.TILES + 1)])
+    return tokenizer
+
+
+def reasoner_examples(
+    n: int, seed: int, pairs=task.PAIRS, others: int = 2, deaf: bool = False, missing: float = 0.5
+) -> list[dict]:
+    """Prompt-completion chats: the reward prompt with a complete description, and the worked answer.
+    ``deaf``: the description is of other tiles, drawn apart from the answer's (a sabotage: a reasoner
+    trained on these learns that captions say nothing)."""
+    rng = random.Random(seed)
+    examples = []
+    for _ in range(n):
+        q = task.draw_question(rng, pairs)
+        a, b = q["tiles"]
+        rest = [t for t in range(1, task.TILES + 1) if t not in (a, b)]
+        if rng.random() < missing:  # one or both needed tiles left out; as many facts as a caption holds
+            kept = rng.sample([a, b], rng.randint(0, 1))
+            described = kept + rng.sample(rest, 2 - len(kept))
+        else:
+            described = [a, b, *rng.sample(rest, rng.randint(0, others))]
+        rng.shuffle(described)
+        question = task.question_text(q["kind"], a, b)
+        colours = [rng.choice(list(task.COLOURS)) for _ in q["colours"]] if deaf else q["colours"]
+        examples.append(
+            {
+                "prompt": prompts.reasoner_reward_messages(task.caption(colours, tuple(described)), question),
+                "completion": [
+                    {"role": "assistant", "content": task.solution(q["kind"], a, b, q["colours"], set(described))}
+                ],
+                "answer": task.answer(q["kind"], a, b, q["colours"]),
+            }
+        )
+    return examples
+
+
+def captioner_examples(n: int, seed: int, direct: bool = False, qa_every: int = 2) -> list[dict]:
+    """Image prompt-completion rows: half caption prompts (two random tiles, in tile order), half
+    ``qa_cot`` prompts (the worked answer)."""
+    rng = random.Random(seed)
+    out = []
+    for i, row in enumerate(task.rows(n, seed, pairs=task.PAIRS)):
+        a, b = row["tiles"]
+        if i % qa_every:
+            prompt = prompts.caption_messages(row["question"], task.TILES)
+            text = task.caption(row["colours"], tuple(sorted(rng.sample(range(1, task.TILES + 1), 2))))
+        else:
+            prompt = prompts.qa_cot_messages(row["question"], task.TILES)
+            text = f"\\boxed{{{row['answer']}}}" if direct else task.solution(row["category"], a, b, row["colours"])
+        out.append({"images": row["images"], "prompt": prompt, "completion": [{"role": "assistant", "content": text}]})
+    return out
+
+
+def inference_tokenizer(checkpoint: str | Path):
+    """The tokenizer of ``checkpoint`` as vLLM and ``racro eval`` load it: the one to train with.
+
+    Loaded next to a Qwen2 config, the tiny tokenizer splits digits as Qwen2's does (" 3" becomes " ",
+    "3"); the same tokenizer in memory, before it was saved, kept " 3" whole. A reasoner trained with the
+    one in memory read every question's tile number as a token it had never seen once loaded
+    (tests/test_mini.py)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(checkpoint)
+
+
+def build_reasoners(
+    out: str | Path, tokenizer, seed: int = 0, weak_steps: int = 600, strong_steps: int = 1500, deaf: bool = False
+) -> dict:
+    """``out/weak`` and ``out/strong``: one Qwen2 reasoner trained for ``weak_steps`` (saved: the weak
+    one), then for ``strong_steps - weak_steps`` more on new examples (the strong one). ``deaf``:
+    ``out/deaf`` only, trained as the weak one on captions that say nothing of the answer."""
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ..colour_task import _sft
+    from ..tiny import build_reasoner
+
+    out = Path(out)
+    base = build_reasoner(out / "base", tokenizer, seed, answer_head=False)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    tokenizer = inference_tokenizer(base)
+    paths = {}
+    plan = [("deaf", weak_steps, seed)] if deaf else [("weak", weak_steps, seed), ("strong", strong_steps - weak_steps, seed + 1)]
+    for name, steps, data_seed in plan:
+        examples = reasoner_examples(steps * 32, data_seed, task.TRAIN_PAIRS, deaf=deaf)
+        dataset = datasets.Dataset.from_list([{k: e[k] for k in ("prompt", "completion")} for e in examples])
+        _sft(model, tokenizer, dataset, out / name, seed, steps, lr=2e-3, batch=32, schedule="linear")
+        paths[name] = out / name
+    return paths
+
+
+def build_captioner(out: str | Path, tokenizer, seed: int = 0, steps: int = 1200) -> Path:
+    """``out/captioner``: the tiny Qwen2.5-VL warm-started on :func:`captioner_examples`."""
+    import datasets
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from ..colour_task import _sft
+    from ..tiny import build_policy
+
+    out = Path(out)
+    base = build_policy(out / "policy", tokenizer, seed)
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(base)
+    dataset = datasets.Dataset.from_list(captioner_examples(steps * 16 // 2, seed, qa_every=4))
+    _sft(model, processor, dataset, out / "captioner", seed, steps, lr=1e-3, batch=16, schedule="constant")
+    return out / "captioner"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m racro_trl.mini.models {captioner,reasoners} OUT``: one build, for
+    :func:`racro_trl.mini.repro.build_models` to run two at a time."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("role", choices=("captioner", "reasoners", "deaf"))
+    parser.add_argument("out")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    tokenizer = build_tokenizer(args.seed)
+    if args.role == "captioner":
+        build_captioner(args.out, tokenizer, args.seed)
+    else:
+        build_reasoners(args.out, tokenizer, args.seed, deaf=args.role == "deaf")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""``racro repro-mini``: build the tiles data and models, run CRO per seed, evaluate, write the table.
+
+Every stage is the project's own command: ``make-sample-data --task tiles`` (the data),
+``accelerate launch recipes/cro.py --config recipes/mini/cro.yaml`` (CRO, one run per seed), ``racro eval``
+(caption-only with the weak and the strong reasoner; mllm-only for the captioner alone). What is
+already in ``--out`` is kept (models, runs, evaluation caches), so an interrupted run resumes.
+
+Written to ``--out``: ``table.md`` (rows: {start, CRO} x {weak, strong} + MLLM-only; columns: the three
+question kinds and their mean; CRO rows as mean +- half the range over seeds), ``table.json``,
+``figure.png`` (reward curves and the table), ``captions.md`` (one image under two questions, before
+and after CRO) and the caption metric: the share of captions that state, rightly, both facts their
+question needs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import task
+
+logger = logging.getLogger(__name__)
+
+KINDS = task.KINDS
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(cmd: list[str], log: Path, env: dict | None = None) -> None:
+    """Run a stage, its output in ``log``; on failure raise with the log's tail."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    with log.open("w") as f:
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=ROOT)
+    if done.returncode:
+        tail = log.read_text()[-3000:]
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... failed (exit {done.returncode}); {log}:\n{tail}")
+    logger.info("%s: %.0f s (log: %s)", " ".join(cmd[1:4]), time.time() - started, log)
+
+
+def build_models(out: Path, seed: int = 0, deaf: bool = False) -> dict[str, Path]:
+    """The captioner and the two reasoners under ``out`` (kept when already there); the captioner and
+    the reasoners train at the same time, one core each. ``deaf``: also the deaf reasoner (a sabotage)."""
+    paths = {"captioner": out / "captioner", "weak": out / "weak", "strong": out / "strong"}
+    wants = {"captioner": [paths["captioner"]], "reasoners": [paths["weak"], paths["strong"]]}
+    if deaf:
+        paths["deaf"] = out / "deaf"
+        wants["deaf"] = [paths["deaf"]]
+    jobs = []
+    for role, wanted in wants.items():
+        if all((p / "config.json").exists() for p in wanted):
+            continue
+        log = out / f"build_{role}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "racro_trl.mini.models", role, str(out), "--seed", str(seed)]
+        jobs.append((subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT,
+                                      env={**os.environ, "OMP_NUM_THREADS": "1"}), log))  # fmt: skip
+    for job, log in jobs:
+        if job.wait():
+            raise RuntimeError(f"building the mini models failed; {log}:\n{log.read_text()[-3000:]}")
+    return paths
+
+
+def cro(out: Path, models: dict, data: Path, seed: int, steps: int, extra: list[str] = ()) -> Path:
+    """One CRO run (kept when its final checkpoint exists); returns its output folder."""
+    run = out / f"cro-seed{seed}"
+    final = run / f"checkpoint-{steps}"
+    if (final / "config.json").exists():
+        return run
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/single.yaml",
+           "recipes/cro.py", "--config", "recipes/mini/cro.yaml", "--seed", str(seed), "--max_steps", str(steps),
+           "--save_steps", str(steps), "--output_dir", str(run), "--model_name_or_path", str(models["captioner"]),
+           "--reasoner_model", str(models["weak"]), "--dataset_name", str(data), *extra]  # fmt: skip
+    _run(cmd, out / f"cro-seed{seed}.log", {"VLLM_CPU_KVCACHE_SPACE": "1"})
+    return run
+
+
+def evaluate(out: Path, name: str, captioner: Path, models: dict, tsv: Path, mode: str) -> Path:
+    """``racro eval`` of one captioner on the tiles TSV: caption-only with both reasoners, or mllm-only."""
+    folder = out / "eval" / f"{name}-{mode}"
+    cmd = [sys.executable, "-m", "racro_trl.cli", "eval", "--benchmark", "Tiles", "--data", str(tsv),
+           "--out", str(folder), "--mode", mode, "--mllm", str(captioner), "--mllm-backend", "transformers",
+           "--max-tokens", "40", "--batch-size", "64"]  # fmt: skip
+    for role in ("weak", "strong"):
+        cmd += ["--reasoner", str(models[role]), "--reasoner-name", role, "--reasoner-backend", "transformers"]
+        if mode == "mllm-only":
+            break
+    _run(cmd, out / "eval" / f"{name}-{mode}.log")
+    return folder
+
+
+def _results(folder: Path) -> dict[str, list[dict]]:
+    """Per-sample results of an evaluation folder, by reasoner name (``-`` for mllm-only)."""
+    found = {}
+    for summary_path in sorted(folder.rglob("*_summary.json")):
+        summary = json.loads(summary_path.read_text())
+        results = summary_path.with_name(summary_path.name.replace("_summary.json", "_results.jsonl"))
+        found[summary["reasoner"]] = [json.loads(line) for line in results.read_text().splitlines()]
+    return found
+
+
+def accuracies(results: list[dict]) -> dict[str, float]:
+    """Accuracy (%) per question kind and their mean (``mean``)."""
+    acc = {}
+    for kind in KINDS:
+        rows = [r for r in results if r["category"] == kind]
+        acc[kind] = 100.0 * sum(r["correct"] for r in rows) / len(rows) if rows else float("nan")
+    acc["mean"] = sum(acc[k] for k in KINDS) / len(KINDS)
+    return acc
+
+
+def needed_share(results: list[dict], rows: list[dict]) -> float:
+    """Share (%) of captions that state, rightly, both facts their question needs."""
+    by_index = {str(i): row for i, row in enumerate(rows)}
+    hits = [task.carries_needed(r["caption"] or "", by_index[str(r["index"])]) for r in results]
+    return 100.0 * sum(hits) / len(hits)
+
+
+def spread(values: list[float]) -> tuple[float, float]:
+    """Mean and half the range.
+
+    >>> spread([60.0, 70.0, 68.0])
+    (66.0, 5.0)
+    """
+    return sum(values) / len(values), (max(values) - min(values)) / 2
+
+
+def table(runs: dict[str, list[dict]]) -> str:
+    """Markdown: one row per setting, the kinds and their mean, mean +- half-range over its runs."""
+    lines = ["| setting | runs | " + " | ".join(KINDS) + " | mean |", "| --- | ---: |" + " ---: |" * (len(KINDS) + 1)]
+    for name, accs in runs.items():
+        cells = []
+        for key in (*KINDS, "mean"):
+            mean, half = spread([a[key] for a in accs])
+            cells.append(f"{mean:.1f}" + (f" +- {half:.1f}" if len(accs) > 1 else ""))
+        lines.append(f"| {name} | {len(accs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ceiling(models: dict, rows: list[dict], seed: int = 0) -> dict[str, dict[str, float]]:
+    """Each reasoner's accuracy from ground-truth captions (the two facts each question needs): what the
+    best captioner could reach with it. Stage 3 of ``racro eval`` (its prompt and sampling), in-process."""
+    from ..evaluation import score_answer
+    from ..grading import extract_answer
+    from ..pipeline import JOINT_SAMPLING, RacroPipeline
+    from ..reasoners import Sampling, build_reasoner
+
+    captions = [task.caption(r["colours"], tuple(r["tiles"])) for r in rows]
+    sampling = Sampling(JOINT_SAMPLING.temperature, JOINT_SAMPLING.top_p, max_tokens=40, seed=seed)
+    found = {}
+    for role in ("weak", "strong"):
+        pipeline = RacroPipeline(None, build_reasoner("transformers", str(models[role])), joint_sampling=sampling)
+        outputs = pipeline.reason([r["question"] for r in rows], captions, None)
+        results = [
+            {"category": r["category"], "correct": score_answer(extract_answer(o), r)[1]}
+            for r, o in zip(rows, outputs, strict=True)
+        ]
+        found[role] = accuracies(results)
+    return found
+
+
+def caption_examples(start: list[dict], after: list[dict], rows: list[dict], n: int = 2) -> str:
+    """Markdown: images shown under two questions (the TSV's rows come in such pairs), with the captions
+    of the starting and the CRO captioner, and whether each states the facts its question needs."""
+    lines = []
+    for first in range(0, 2 * n, 2):
+        pair = rows[first : first + 2]
+        lines.append(f"Tiles {', '.join(f'{t + 1} {c}' for t, c in enumerate(pair[0]['colours']))}")
+        for row, s, a in zip(pair, start[first : first + 2], after[first : first + 2], strict=True):
+            lines.append(f"- {task.strip_tags(row['question'])} (needs tiles {row['tiles'][0]} and {row['tiles'][1]})")
+            for name, r in (("start", s), ("CRO", a)):
+                mark = "has both facts" if task.carries_needed(r["caption"] or "", row) else "misses"
+                lines.append(f"  - {name}: `{r['caption']}` ({mark})")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def figure(runs: dict[str, Path], table_rows: dict[str, list[dict]], path: Path) -> Path:
+    """Reward curves of the CRO runs (left) and the table's means with their range (right)."""
+    from ..report import load_log_history, pyplot
+
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for seed, run in runs.items():
+        steps = [h for h in load_log_history(run) if "reward" in h]
+        left.plot([h["step"] for h in steps], [h["reward"] for h in steps], label=f"seed {seed}")
+    left.set(xlabel="CRO step", ylabel="mean reward (weak reasoner right)", title="CRO reward", ylim=(0, 1))
+    left.legend()
+    names = list(table_rows)
+    means = [spread([a["mean"] for a in table_rows[n]]) for n in names]
+    right.barh(names, [m for m, _ in means], xerr=[h for _, h in means], color="tab:blue")
+    right.set(xlabel="accuracy (%), mean of the three kinds", title="Tiles (held-out images)", xlim=(0, 100))
+    right.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), steps: int = 150,
+         train_rows: int = 512, eval_rows: int = 192, sabotage: str | None = None) -> dict:  # fmt: skip
+    """The whole reproduction (see the module's docstring); returns what ``table.json`` holds.
+    ``sabotage``: ``constant-images`` (CRO on images made constant) or ``deaf`` (CRO rewarded by a
+    reasoner that never sees the caption: its answers come from the question alone)."""
+    from ..data import build_sample_dataset
+
+    started = time.time()
+    out = Path(out)
+    data = out / "data"
+    if not (data / "train.parquet").exists():
+        build_sample_dataset(data, n=train_rows, task="tiles")
+    rows = task.eval_rows_of(eval_rows)
+    models = build_models(out / "models", deaf=sabotage == "deaf")
+    built = time.time()
+    extra = {"constant-images": ["--image_ablation", "constant"], "deaf": ["--reasoner_model", str(models.get("deaf"))]}
+    if sabotage:
+        out = out / f"sabotage-{sabotage}"
+    runs = {s: cro(out, models, data, s, steps, extra.get(sabotage, [])) for s in seeds}
+    trained = time.time()
+    evals = {"start": _results(evaluate(out, "start", models["captioner"], models, data / "Tiles.tsv", "caption-only"))}
+    mllm = _results(evaluate(out, "start", models["captioner"], models, data / "Tiles.tsv", "mllm-only"))["-"]
+    for s, run in runs.items():
+        evals[s] = _results(evaluate(out, f"cro-seed{s}", run / f"checkpoint-{steps}", models, data / "Tiles.tsv", "caption-only"))
+    settings = {
+        f"{name} captioner + {role} reasoner": [accuracies(evals[k][role]) for k in keys]
+        for name, keys in (("start", ["start"]), ("CRO", list(runs)))
+        for role in ("weak", "strong")
+    }
+    settings["MLLM only (start captioner)"] = [accuracies(mllm)]
+    ceilings = ceiling(models, rows)
+    for role, acc in ceilings.items():
+        settings[f"ground-truth captions + {role} reasoner (ceiling)"] = [acc]
+    needed = {"start": needed_share(evals["start"]["weak"], rows)}
+    needed["CRO"] = spread([needed_share(evals[s]["weak"], rows) for s in runs])
+    text = table(settings)
+    examples = caption_examples(evals["start"]["weak"], evals[seeds[0]]["weak"], rows)
+    report = {"table": settings, "needed_facts": needed, "seeds": list(seeds), "steps": steps, "sabotage": sabotage,
+              "seconds": {"models": built - started, "cro": trained - built, "eval": time.time() - trained}}  # fmt: skip
+    (out / "table.md").write_text(text + "\n")
+    (out / "table.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "captions.md").write_text(examples)
+    figure(runs, settings, out / "figure.png")
+    print(text)
+    print(f"\ncaptions stating both needed facts: start {needed['start']:.1f}%, CRO {needed['CRO'][0]:.1f} +- {needed['CRO'][1]:.1f}%")
+    print("\n" + examples)
+    print(f"wrote {out}/table.md, table.json, figure.png, captions.md in {time.time() - started:.0f} s")
+    return report

@@ -1,0 +1,89 @@
+"""Mini-RACRO's tiles task and model building (racro_trl/mini): the data the pipeline reads, the answers'
+dependence on exactly two tiles, and the reasoners' tokenizer."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+from racro_trl.evaluation import decode_images, load_benchmark
+from racro_trl.mini import task
+
+
+def test_the_tsv_reads_back_through_racro_eval_with_its_tiles_and_answers(tmp_path):
+    rows = task.eval_rows_of(12)
+    path = task.write_tsv(rows, tmp_path / "Tiles.tsv")
+    read = load_benchmark(path)
+    assert len(read) == len(rows)
+    for row, back in zip(rows, read, strict=True):
+        images = decode_images(back)
+        assert len(images) == task.TILES and back["question"].count("<image>") == task.TILES
+        # each tile's colour, read back from its pixels: the nearest of the four
+        seen = []
+        for image in images:
+            pixel = max(image.getdata(), key=lambda p: max(p) - min(p))  # a coloured pixel, not the grey
+            seen.append(min(task.COLOURS, key=lambda c: sum((a - b) ** 2 for a, b in zip(task.COLOURS[c], pixel))))
+        assert seen == row["colours"] == back["colours"].split()
+        a, b = map(int, back["tiles"].split())
+        assert back["answer"] == task.answer(back["category"], a, b, seen)
+
+
+def test_an_answer_depends_on_the_two_tiles_its_question_names_and_no_other():
+    for row in task.rows(60, seed=3):
+        a, b = row["tiles"]
+        for tile, colour in itertools.product(range(1, task.TILES + 1), task.COLOURS):
+            colours = list(row["colours"])
+            colours[tile - 1] = colour
+            if row["category"] == "larger" and colours[a - 1] == colours[b - 1]:
+                continue
+            changed = task.answer(row["category"], a, b, colours) != row["answer"]
+            if tile not in (a, b):
+                assert not changed
+        # each needed tile's colour changes the answer, for some colour of the other
+        for tile, other in ((a, b), (b, a)):
+            varies = False
+            for other_colour in task.COLOURS:
+                outcomes = set()
+                for colour in task.COLOURS:
+                    colours = list(row["colours"])
+                    colours[tile - 1], colours[other - 1] = colour, other_colour
+                    if row["category"] != "larger" or colour != other_colour:
+                        outcomes.add(task.answer(row["category"], a, b, colours))
+                varies |= len(outcomes) > 1
+            assert varies, (row["question"], tile)
+
+
+def test_evaluation_rows_pair_one_image_with_two_questions_and_hold_out_pairs():
+    rows = task.eval_rows_of(40)
+    for first, second in zip(rows[::2], rows[1::2], strict=True):
+        assert first["images"] is second["images"] and first["colours"] == second["colours"]
+        assert sorted(first["tiles"]) != sorted(second["tiles"])
+    assert {tuple(sorted(r["tiles"])) for r in rows} & set(task.HELD_OUT_PAIRS)
+    training = task.rows(200, seed=0)
+    assert not {tuple(sorted(r["tiles"])) for r in training} & set(task.HELD_OUT_PAIRS)
+
+
+def test_caption_facts_and_the_needed_facts_metric():
+    row = {"colours": ["red", "green", "blue", "yellow"], "tiles": [3, 1]}
+    assert task.carries_needed("Tile 1 is red. Tile 3 is blue.", row)
+    assert not task.carries_needed("Tile 1 is red. Tile 2 is green.", row)
+    assert not task.carries_needed("Tile 1 is red. Tile 3 is green.", row)  # a wrong fact is not the fact
+    assert task.facts("Tile 3 is blue. Tile 3 is red.") == {3: "blue"}
+
+
+def test_reasoners_train_on_the_tokens_their_checkpoint_loads_with(tmp_path):
+    """The tokenizer the reasoners are trained with tokenizes a question as the saved checkpoint does
+    (vLLM, racro eval): the one in memory before saving did not (" 3" whole against " ", "3")."""
+    from racro_trl.mini import models
+    from racro_trl.tiny import build_reasoner
+
+    tokenizer = models.build_tokenizer(0)
+    checkpoint = build_reasoner(tmp_path / "r", tokenizer, answer_head=False)
+    from transformers import AutoTokenizer
+
+    loaded = AutoTokenizer.from_pretrained(checkpoint)
+    example = models.reasoner_examples(1, seed=0)[0]
+    text = loaded.apply_chat_template(example["prompt"], tokenize=False, add_generation_prompt=True)
+    used = models.inference_tokenizer(checkpoint)
+    assert used(text)["input_ids"] == loaded(text)["input_ids"]
+    json.dumps(example)  # the examples are plain data (datasets.Dataset.from_list)
