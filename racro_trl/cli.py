@@ -26,7 +26,7 @@ def _make_tiny(args) -> None:
 def _make_sample_data(args) -> None:
     from .data import build_sample_dataset
 
-    out = args.out or f"data/{ {'mixed': 'sample'}.get(args.task, args.task)}"
+    out = args.out or f"data/{ {'mixed': 'sample'}.get(args.task, args.task) }"
     rows = args.rows or {"mixed": 48, "colour": 64, "tiles": 512}[args.task]
     path = build_sample_dataset(out, n=rows, seed=args.seed, task=args.task)
     print(f"wrote {rows} rows to {path}")
@@ -341,8 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
         "CRO learns in `make demo` (data/colour), or mini-RACRO's tiles (data/tiles, with its eval TSV)",
     )
     p.add_argument("--task", choices=("mixed", "colour", "tiles"), default="mixed")
-    p.add_argument("--out", default=None, help="output folder (default: data/sample, data/colour, data/tiles)")
-    p.add_argument("--rows", type=int, default=None, help="training rows (default: 48 mixed, 64 colour, 512 tiles)")
+    p.add_argument(
+        "--out", default=None, help="output folder (default: data/sample, data/colour, data/tiles)"
+    )
+    p.add_argument(
+        "--rows", type=int, default=None, help="training rows (default: 48 mixed, 64 colour, 512 tiles)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_make_sample_data)
 
@@ -355,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="outputs/mini", help="output folder (default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="CRO seeds (default: 0 1 2)")
-    p.add_argument("--steps", type=int, default=150, help="CRO steps per seed (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=300, help="CRO steps per seed (default: %(default)s)")
     p.add_argument(
         "--sabotage",
         choices=("constant-images", "deaf"),

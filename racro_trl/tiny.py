@@ -63,7 +63,10 @@ def build_tokenizer(vocab_size: int = 1000, seed: int = 0, phrases: list[str] = 
         "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 8)))
         for _ in range(3000)
     ]
-    corpus = [" ".join(rng.choice(words) for _ in range(50)) for _ in range(400)] + [*_CORPUS_PHRASES, *phrases] * 20
+    corpus = [" ".join(rng.choice(words) for _ in range(50)) for _ in range(400)] + [
+        *_CORPUS_PHRASES,
+        *phrases,
+    ] * 20
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -80,7 +83,12 @@ def build_tokenizer(vocab_size: int = 1000, seed: int = 0, phrases: list[str] = 
 
 
 def build_reasoner(
-    out: str | Path, tokenizer=None, seed: int = 0, layers: int = 2, hidden: int = 128, answer_head: bool = True
+    out: str | Path,
+    tokenizer=None,
+    seed: int = 0,
+    layers: int = 2,
+    hidden: int = 128,
+    answer_head: bool = True,
 ) -> Path:
     """Save a tiny Qwen2 causal LM + tokenizer to ``out`` (``hidden`` / 64 heads of 64); returns the path.
     ``answer_head``: fit the output layer to the answer grammar (below), else leave it random."""

@@ -22,7 +22,12 @@ def test_the_tsv_reads_back_through_racro_eval_with_its_tiles_and_answers(tmp_pa
         seen = []
         for image in images:
             pixel = max(image.getdata(), key=lambda p: max(p) - min(p))  # a coloured pixel, not the grey
-            seen.append(min(task.COLOURS, key=lambda c: sum((a - b) ** 2 for a, b in zip(task.COLOURS[c], pixel))))
+            seen.append(
+                min(
+                    task.COLOURS,
+                    key=lambda c: sum((a - b) ** 2 for a, b in zip(task.COLOURS[c], pixel, strict=True)),
+                )
+            )
         assert seen == row["colours"] == back["colours"].split()
         a, b = map(int, back["tiles"].split())
         assert back["answer"] == task.answer(back["category"], a, b, seen)

@@ -35,7 +35,9 @@ def _run(cmd: list[str], log: Path, env: dict | None = None) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     with log.open("w") as f:
-        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=ROOT)
+        done = subprocess.run(
+            cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=ROOT
+        )
     if done.returncode:
         tail = log.read_text()[-3000:]
         raise RuntimeError(f"{' '.join(cmd[:6])} ... failed (exit {done.returncode}); {log}:\n{tail}")
@@ -86,7 +88,14 @@ def evaluate(out: Path, name: str, captioner: Path, models: dict, tsv: Path, mod
            "--out", str(folder), "--mode", mode, "--mllm", str(captioner), "--mllm-backend", "transformers",
            "--max-tokens", "40", "--batch-size", "64"]  # fmt: skip
     for role in ("weak", "strong"):
-        cmd += ["--reasoner", str(models[role]), "--reasoner-name", role, "--reasoner-backend", "transformers"]
+        cmd += [
+            "--reasoner",
+            str(models[role]),
+            "--reasoner-name",
+            role,
+            "--reasoner-backend",
+            "transformers",
+        ]
         if mode == "mllm-only":
             break
     _run(cmd, out / "eval" / f"{name}-{mode}.log")
@@ -131,7 +140,10 @@ def spread(values: list[float]) -> tuple[float, float]:
 
 def table(runs: dict[str, list[dict]]) -> str:
     """Markdown: one row per setting, the kinds and their mean, mean +- half-range over its runs."""
-    lines = ["| setting | runs | " + " | ".join(KINDS) + " | mean |", "| --- | ---: |" + " ---: |" * (len(KINDS) + 1)]
+    lines = [
+        "| setting | runs | " + " | ".join(KINDS) + " | mean |",
+        "| --- | ---: |" + " ---: |" * (len(KINDS) + 1),
+    ]
     for name, accs in runs.items():
         cells = []
         for key in (*KINDS, "mean"):
@@ -153,7 +165,9 @@ def ceiling(models: dict, rows: list[dict], seed: int = 0) -> dict[str, dict[str
     sampling = Sampling(JOINT_SAMPLING.temperature, JOINT_SAMPLING.top_p, max_tokens=40, seed=seed)
     found = {}
     for role in ("weak", "strong"):
-        pipeline = RacroPipeline(None, build_reasoner("transformers", str(models[role])), joint_sampling=sampling)
+        pipeline = RacroPipeline(
+            None, build_reasoner("transformers", str(models[role])), joint_sampling=sampling
+        )
         outputs = pipeline.reason([r["question"] for r in rows], captions, None)
         results = [
             {"category": r["category"], "correct": score_answer(extract_answer(o), r)[1]}
@@ -171,7 +185,9 @@ def caption_examples(start: list[dict], after: list[dict], rows: list[dict], n: 
         pair = rows[first : first + 2]
         lines.append(f"Tiles {', '.join(f'{t + 1} {c}' for t, c in enumerate(pair[0]['colours']))}")
         for row, s, a in zip(pair, start[first : first + 2], after[first : first + 2], strict=True):
-            lines.append(f"- {task.strip_tags(row['question'])} (needs tiles {row['tiles'][0]} and {row['tiles'][1]})")
+            lines.append(
+                f"- {task.strip_tags(row['question'])} (needs tiles {row['tiles'][0]} and {row['tiles'][1]})"
+            )
             for name, r in (("start", s), ("CRO", a)):
                 mark = "has both facts" if task.carries_needed(r["caption"] or "", row) else "misses"
                 lines.append(f"  - {name}: `{r['caption']}` ({mark})")
@@ -201,7 +217,7 @@ def figure(runs: dict[str, Path], table_rows: dict[str, list[dict]], path: Path)
     return path
 
 
-def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), steps: int = 150,
+def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), steps: int = 300,
          train_rows: int = 512, eval_rows: int = 192, sabotage: str | None = None) -> dict:  # fmt: skip
     """The whole reproduction (see the module's docstring); returns what ``table.json`` holds.
     ``sabotage``: ``constant-images`` (CRO on images made constant) or ``deaf`` (CRO rewarded by a
@@ -216,15 +232,26 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
     rows = task.eval_rows_of(eval_rows)
     models = build_models(out / "models", deaf=sabotage == "deaf")
     built = time.time()
-    extra = {"constant-images": ["--image_ablation", "constant"], "deaf": ["--reasoner_model", str(models.get("deaf"))]}
+    extra = {
+        "constant-images": ["--image_ablation", "constant"],
+        "deaf": ["--reasoner_model", str(models.get("deaf"))],
+    }
     if sabotage:
         out = out / f"sabotage-{sabotage}"
     runs = {s: cro(out, models, data, s, steps, extra.get(sabotage, [])) for s in seeds}
     trained = time.time()
-    evals = {"start": _results(evaluate(out, "start", models["captioner"], models, data / "Tiles.tsv", "caption-only"))}
+    evals = {
+        "start": _results(
+            evaluate(out, "start", models["captioner"], models, data / "Tiles.tsv", "caption-only")
+        )
+    }
     mllm = _results(evaluate(out, "start", models["captioner"], models, data / "Tiles.tsv", "mllm-only"))["-"]
     for s, run in runs.items():
-        evals[s] = _results(evaluate(out, f"cro-seed{s}", run / f"checkpoint-{steps}", models, data / "Tiles.tsv", "caption-only"))
+        evals[s] = _results(
+            evaluate(
+                out, f"cro-seed{s}", run / f"checkpoint-{steps}", models, data / "Tiles.tsv", "caption-only"
+            )
+        )
     settings = {
         f"{name} captioner + {role} reasoner": [accuracies(evals[k][role]) for k in keys]
         for name, keys in (("start", ["start"]), ("CRO", list(runs)))
@@ -245,7 +272,9 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
     (out / "captions.md").write_text(examples)
     figure(runs, settings, out / "figure.png")
     print(text)
-    print(f"\ncaptions stating both needed facts: start {needed['start']:.1f}%, CRO {needed['CRO'][0]:.1f} +- {needed['CRO'][1]:.1f}%")
+    print(
+        f"\ncaptions stating both needed facts: start {needed['start']:.1f}%, CRO {needed['CRO'][0]:.1f} +- {needed['CRO'][1]:.1f}%"
+    )
     print("\n" + examples)
     print(f"wrote {out}/table.md, table.json, figure.png, captions.md in {time.time() - started:.0f} s")
     return report

@@ -137,7 +137,9 @@ def solution(kind: str, a: int, b: int, colours: list[str], stated: set[int] | N
     """
     if stated is not None and not {a, b} <= stated:
         steps = " ".join(
-            f"Tile {t} is {colours[t - 1]}, {VALUES[colours[t - 1]]}." if t in stated else f"Tile {t} is not stated."
+            f"Tile {t} is {colours[t - 1]}, {VALUES[colours[t - 1]]}."
+            if t in stated
+            else f"Tile {t} is not stated."
             for t in (a, b)
         )
         return steps + f" \\boxed{{{UNKNOWN}}}"
