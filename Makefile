@@ -42,7 +42,7 @@ tiny: install
 	$(BIN)/racro make-tiny --out $(TINY)
 
 demo: install
-	$(BIN)/python -m racro_trl.demo --tiny-dir $(TINY) --accelerate-config $(ACCEL) --recipe recipes/tiny/cro_colour.yaml
+	$(BIN)/python -m racro_trl.tools.demo --tiny-dir $(TINY) --accelerate-config $(ACCEL) --recipe recipes/tiny/cro_colour.yaml
 
 # Mini-RACRO (racro_trl/mini): builds the tiles data and models, CRO x 3 seeds, racro eval, the table.
 repro-mini: install

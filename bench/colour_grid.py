@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from racro_trl.colour_task import verdict  # noqa: E402
+from racro_trl.toy.colour_task import verdict  # noqa: E402
 
 
 def run(build_dir: Path, seed: int, threads: int, out: Path, extra: list[str]) -> dict:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/colour-grid")
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
 
-    from racro_trl.tiny import build_tiny_models
+    from racro_trl.toy.tiny import build_tiny_models
 
     out = Path(args.out)
     builds = [build_tiny_models(out / f"tiny-build{b}", seed=b)["reader"].parent for b in args.builds]

@@ -93,15 +93,15 @@ def main() -> None:
     from transformers import AutoProcessor, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from racro_trl.data import sample_rows, to_training_format
-    from racro_trl.policy import full_numel
-    from racro_trl.reasoners import Sampling, build_reasoner
-    from racro_trl.rewards import CaptionReward
+    from racro_trl.data.training_data import sample_rows, to_training_format
+    from racro_trl.reasoning.reasoners import Sampling, build_reasoner
+    from racro_trl.training.model_setup import full_numel
+    from racro_trl.training.rewards import CaptionReward
 
     tmp = Path(os.environ.get("BENCH_TMP") or tempfile.mkdtemp())
     cuda = torch.cuda.is_available()
     if args.tiny:
-        from racro_trl.tiny import build_tiny_models
+        from racro_trl.toy.tiny import build_tiny_models
 
         paths = build_tiny_models(tmp / "tiny")
         policy, reasoner_path = paths["policy"], paths["reasoner"]
@@ -186,8 +186,8 @@ def main() -> None:
     if args.trainer == "cro":
         from trl import ModelConfig
 
-        from racro_trl.configs import CROScriptArguments
-        from racro_trl.trainer import CROTrainer as Trainer
+        from racro_trl.training.configs import CROScriptArguments
+        from racro_trl.training.trainer import CROTrainer as Trainer
 
         script_args = CROScriptArguments(reward_funcs=[], drop_zero_variance_groups=args.drop_zero_variance)
         extra = {"script_args": script_args, "model_args": ModelConfig()}

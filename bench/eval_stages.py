@@ -34,9 +34,9 @@ def main() -> None:
     import shapes
     import torch
 
-    from racro_trl.data import sample_rows
-    from racro_trl.pipeline import VLLMMLLM, Item, RacroPipeline
-    from racro_trl.reasoners import Sampling, VLLMReasoner
+    from racro_trl.data.training_data import sample_rows
+    from racro_trl.evaluation.pipeline import VLLMMLLM, Item, RacroPipeline
+    from racro_trl.reasoning.reasoners import Sampling, VLLMReasoner
 
     tmp = Path(tempfile.mkdtemp())
     text, vision = (

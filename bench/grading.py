@@ -19,7 +19,7 @@ DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 
 
 def main() -> None:
-    from racro_trl.grading import GRADERS, caption_leak, parse_choices
+    from racro_trl.reasoning.grading import GRADERS, caption_leak, parse_choices
 
     cases = [json.loads(line) for line in (DATA / "grading_labelled.jsonl").open()]
     right: dict[str, dict[str, list[bool]]] = {name: defaultdict(list) for name in GRADERS}

@@ -271,8 +271,8 @@ def main() -> None:
     import torch
     from shapes import policy_dir, reasoner_dir, wait_healthy
 
-    from racro_trl import prompts as P
-    from racro_trl.reasoners import OpenAIReasoner, Sampling
+    from racro_trl.reasoning import prompts as P
+    from racro_trl.reasoning.reasoners import OpenAIReasoner, Sampling
 
     gpus = list(range(torch.cuda.device_count()))
     k = args.server_dp

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from racro_trl.prepare import PrepareOptions, prepare_virl39k
+from racro_trl.data.prepare import PrepareOptions, prepare_virl39k
 
 
 def make_release(root: Path, rows: int, size: tuple[int, int]) -> None:

@@ -61,13 +61,13 @@ def main() -> None:
     import torch
     from vllm import SamplingParams
 
-    from racro_trl import prompts as P
-    from racro_trl.reasoners import Sampling, TransformersReasoner, VLLMReasoner
-    from racro_trl.rewards import CaptionReward
+    from racro_trl.reasoning import prompts as P
+    from racro_trl.reasoning.reasoners import Sampling, TransformersReasoner, VLLMReasoner
+    from racro_trl.training.rewards import CaptionReward
 
     tmp = Path(tempfile.mkdtemp())
     if args.tiny:
-        from racro_trl.tiny import build_tiny_models
+        from racro_trl.toy.tiny import build_tiny_models
 
         model_dir = build_tiny_models(tmp / "tiny")["reasoner"]
         engine = {"max_model_len": 1024, "enforce_eager": True, "enable_prefix_caching": False}
@@ -170,8 +170,8 @@ def served_reward_rate(model_dir, engine, args, completions, questions, sampling
 
     from shapes import wait_healthy
 
-    from racro_trl.reasoners import OpenAIReasoner
-    from racro_trl.rewards import CaptionReward
+    from racro_trl.reasoning.reasoners import OpenAIReasoner
+    from racro_trl.training.rewards import CaptionReward
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,7 +2,7 @@
 
     accelerate launch --config_file configs/accelerate/single.yaml recipes/cro.py --config recipes/tiny/cro.yaml
 
-Every key of the YAML is a field of CROScriptArguments (racro_trl/configs.py), trl.GRPOConfig or
+Every key of the YAML is a field of CROScriptArguments (racro_trl/training/configs.py), trl.GRPOConfig or
 trl.ModelConfig, and can be overridden on the command line (`--learning_rate 5e-7`).
 """
 
@@ -24,22 +24,24 @@ from accelerate import PartialState
 from transformers import AutoProcessor, set_seed
 from trl import GRPOConfig, ModelConfig, get_peft_config
 
-from racro_trl.card import check_hub_push
-from racro_trl.configs import (
-    CROScriptArguments,
-    check_references,
-    keep_vllm_out,
-    make_parser,
-    validate_run,
-)
-from racro_trl.data import (
+from racro_trl.data.training_data import (
     constant_images,
     filter_dataset,
     load_dataset_any,
     set_image_pixels,
     to_training_format,
 )
-from racro_trl.policy import (
+from racro_trl.reporting.run_summary import audit_summary, reward_table
+from racro_trl.training.card import check_hub_push
+from racro_trl.training.configs import (
+    CROScriptArguments,
+    check_references,
+    keep_vllm_out,
+    make_parser,
+    validate_run,
+)
+from racro_trl.training.launch_checks import check_file
+from racro_trl.training.model_setup import (
     attention_implementation,
     default_lora_targets,
     freeze_vision_tower,
@@ -47,10 +49,8 @@ from racro_trl.policy import (
     resume_checkpoint,
     skip_deepspeed_shm_op,
 )
-from racro_trl.references import check_file
-from racro_trl.report import audit_summary, reward_table
-from racro_trl.rewards import CaptionReward, get_reward_funcs
-from racro_trl.tables import CaptionTableCallback
+from racro_trl.training.rewards import CaptionReward, get_reward_funcs
+from racro_trl.training.wandb_table import CaptionTableCallback
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,9 @@ def main(script_args: CROScriptArguments, training_args: GRPOConfig, model_args:
         lib.utils.logging.set_verbosity(training_args.get_process_log_level())
     validate_run(script_args, training_args, state.num_processes)
     check_hub_push(training_args)
-    from racro_trl.trainer import CROTrainer  # after keep_vllm_out: TRL's trainer imports vLLM if it can
+    from racro_trl.training.trainer import (
+        CROTrainer,  # after keep_vllm_out: TRL's trainer imports vLLM if it can
+    )
 
     if sys.modules.get("vllm", False) is None:
         logger.info("this run uses no vLLM: it was not imported")

@@ -40,8 +40,8 @@ def pytest_configure(config):
         import shutil
         import tempfile
 
-        from racro_trl.colour_task import build_reader
-        from racro_trl.tiny import build_tiny_models
+        from racro_trl.toy.colour_task import build_reader
+        from racro_trl.toy.tiny import build_tiny_models
 
         shared = tempfile.mkdtemp(prefix="racro-tiny-")
         config.add_cleanup(lambda: shutil.rmtree(shared, ignore_errors=True))
@@ -70,7 +70,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    from racro_trl.tiny import build_tiny_models
+    from racro_trl.toy.tiny import build_tiny_models
 
     # RACRO_TINY_MODELS: a folder `racro make-tiny --out` wrote, shared by pytest processes side by side
     return build_tiny_models(
@@ -81,7 +81,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def colour_models(tiny_models) -> dict[str, Path]:
     """The colour task's reader reasoner and warm-started captioner, beside the tiny models (~2 min)."""
-    from racro_trl.tiny import build_tiny_models
+    from racro_trl.toy.tiny import build_tiny_models
 
     return build_tiny_models(tiny_models["policy"].parent)
 
@@ -194,7 +194,7 @@ def sample_data() -> Path:
 @pytest.fixture(scope="session")
 def vllm_reasoner(tiny_models):
     """One in-process vLLM engine on the tiny reasoner for the whole session (~40 s to start)."""
-    from racro_trl.reasoners import build_reasoner
+    from racro_trl.reasoning.reasoners import build_reasoner
 
     reasoner = build_reasoner(
         "vllm",
@@ -212,7 +212,7 @@ def vllm_mllm(tiny_models):
     """An in-process vLLM engine on the tiny policy, for the session: engines built in one process share
     vLLM's distributed state, and one dropped while another is in use (a module fixture going out of
     scope) tears it down under the other (test_rewards failed after test_evaluation)."""
-    from racro_trl.pipeline import build_mllm
+    from racro_trl.evaluation.pipeline import build_mllm
 
     return build_mllm(
         "vllm", str(tiny_models["policy"]), max_model_len=1024, enforce_eager=True, gpu_memory_utilization=0.3
@@ -220,9 +220,13 @@ def vllm_mllm(tiny_models):
 
 
 def racro(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run the `racro` command (as `python -m racro_trl.cli`) from the repository root."""
+    """Run the `racro` command (as `python -m racro_trl.tools.cli`) from the repository root."""
     return subprocess.run(
-        [PYTHON, "-m", "racro_trl.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+        [PYTHON, "-m", "racro_trl.tools.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -281,17 +285,17 @@ STEPS, CAPTIONS = 100, 32
 
 def logged_steps(output_dir) -> list[dict]:
     """The logged training steps (those with a reward) of a finished run."""
-    from racro_trl.report import load_log_history
+    from racro_trl.reporting.run_summary import load_log_history
 
     return [h for h in load_log_history(output_dir) if "reward" in h]
 
 
 def assert_learned(output_dir) -> None:
-    """The learning thresholds (:func:`racro_trl.colour_task.learned`): over the last 5 steps, mean reward
+    """The learning thresholds (:func:`racro_trl.toy.colour_task.learned`): over the last 5 steps, mean reward
     >= 0.8 and >= 0.4 above the first 5's, every colour's reward >= 0.6, and >= 90% of the captions
     well-formed (the reader's grammar). The grid of seeds, thread counts and model builds they were set on
     is in BENCHMARKS.md."""
-    from racro_trl.colour_task import verdict
+    from racro_trl.toy.colour_task import verdict
 
     judged = verdict(output_dir)
     rewards = [round(h["reward"], 3) for h in judged["steps"]]

@@ -27,10 +27,10 @@ def main(policy: str, out: str, backend: str) -> None:
     from transformers import AutoProcessor
     from trl import GRPOConfig, ModelConfig
 
-    from racro_trl.configs import CROScriptArguments
-    from racro_trl.data import set_image_pixels
-    from racro_trl.prompts import caption_messages
-    from racro_trl.trainer import CROTrainer
+    from racro_trl.data.training_data import set_image_pixels
+    from racro_trl.reasoning.prompts import caption_messages
+    from racro_trl.training.configs import CROScriptArguments
+    from racro_trl.training.trainer import CROTrainer
 
     rows = []
     for i, sizes in enumerate(ROWS):

@@ -1,7 +1,7 @@
 """A local OpenAI-compatible reasoner that fails, stalls or rejects chosen requests, for the outage
 tests. It answers ``\\boxed{<last word of the caption>}``, or, asked the question alone (no caption),
 ``\\boxed{<x>}`` for a question with "(hint: x)" and ``\\boxed{unknown}`` for one without; it
-records every attempt it receives. Asked as an answer judge (racro_trl.judge's prompt), it extracts
+records every attempt it receives. Asked as an answer judge (racro_trl.reasoning.judge's prompt), it extracts
 the response's last ``\\boxed{}`` or else its last word, and records the prompts it was given.
 
 Which requests misbehave is decided by the caption (the text after "caption of the provided image:"):

@@ -10,8 +10,8 @@ import threading
 import pytest
 
 from conftest import free_port
-from racro_trl.benchmarks import PAPER_BENCHMARKS, DownloadError, benchmark_file
-from racro_trl.cli import main
+from racro_trl.evaluation.benchmarks import PAPER_BENCHMARKS, DownloadError, benchmark_file
+from racro_trl.tools.cli import main
 
 TSV = b"index\tquestion\tanswer\timage\n1\tHow many?\t3\taGVsbG8=\n"
 

@@ -1,4 +1,4 @@
-"""How captions read: the figures that tell language from a private code (racro_trl.caption_health), and
+"""How captions read: the figures that tell language from a private code (racro_trl.training.caption_health), and
 the colour task's reader, which pays only for captions a person reads."""
 
 import json
@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from racro_trl.caption_health import known_word_share, mean_known_words, well_formed_share
-from racro_trl.colour_task import CAPTION_GRAMMAR, COLOURS, QUESTION, caption, learned
-from racro_trl.report import late_captions
-from racro_trl.rewards import CaptionReward
+from racro_trl.reporting.run_summary import late_captions
+from racro_trl.toy.colour_task import CAPTION_GRAMMAR, COLOURS, QUESTION, caption, learned
+from racro_trl.training.caption_health import known_word_share, mean_known_words, well_formed_share
+from racro_trl.training.rewards import CaptionReward
 
 # Captions the AVX-512 collapse wrote (issue: step 8 on, reward still 0.6).
 COLLAPSED = ["TheTheTheTheTheTheTheThe", "ss red cr yellow....", "mlasbzroiqia u", "mohdzshs skbzzd"]
@@ -87,7 +87,7 @@ def test_the_reader_pays_only_for_well_formed_captions(colour_models):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from racro_trl import prompts
+    from racro_trl.reasoning import prompts
 
     model = AutoModelForCausalLM.from_pretrained(colour_models["reader"]).eval()
     tokenizer = AutoTokenizer.from_pretrained(colour_models["reader"], padding_side="left")
@@ -141,7 +141,7 @@ def test_the_colour_recipe_checks_the_readers_grammar():
 def test_the_reward_logs_how_its_captions_read_and_each_colours_reward(colour_models):
     """With the real reader (transformers backend): the logged well_formed, known_words and per-colour
     rewards are those of the captions and rewards of the call."""
-    from racro_trl.reasoners import Sampling, build_reasoner
+    from racro_trl.reasoning.reasoners import Sampling, build_reasoner
 
     reward = CaptionReward(
         build_reasoner("transformers", str(colour_models["reader"])),

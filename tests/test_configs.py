@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from racro_trl.configs import CROScriptArguments, make_parser, validate_run
+from racro_trl.training.configs import CROScriptArguments, make_parser, validate_run
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))

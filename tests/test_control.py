@@ -10,8 +10,8 @@ reward of the last 5 logged steps within 0.1 of chance (1/4). Measured on 2 core
 import pytest
 
 from conftest import STEPS, TWO_RANKS, served_colour_run
-from racro_trl.colour_task import CHANCE
-from racro_trl.report import first_last_rewards
+from racro_trl.reporting.run_summary import first_last_rewards
+from racro_trl.toy.colour_task import CHANCE
 
 pytestmark = pytest.mark.slow
 

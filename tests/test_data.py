@@ -4,7 +4,7 @@ import datasets
 import pytest
 from PIL import Image
 
-from racro_trl.data import (
+from racro_trl.data.training_data import (
     build_sample_dataset,
     load_dataset_any,
     sample_rows,
@@ -26,7 +26,7 @@ def test_shipped_sample_is_the_generated_one(sample_data, tmp_path):
 def read_scene(image, size: int = 96) -> list[tuple[str, str]]:
     """The (shape, colour) items of a sample scene, read back from its pixels: each of the 3 x 3 cells
     holds one shape drawn inside a box inset by a sixth of the cell, or nothing."""
-    from racro_trl.drawing import COLORS
+    from racro_trl.toy.drawing import COLORS
 
     by_rgb = {rgb: name for name, rgb in COLORS.items()}
     cell = size // 3

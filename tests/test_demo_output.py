@@ -5,7 +5,7 @@ log, and everything else reaches the terminal. A real child process prints them 
 import sys
 import textwrap
 
-from racro_trl.demo import run_quietly
+from racro_trl.tools.demo import run_quietly
 
 CHILD = textwrap.dedent(
     """

@@ -10,16 +10,24 @@ import pytest
 
 from conftest import REPO
 
-MODULES = sorted(path.stem for path in (REPO / "racro_trl").glob("*.py") if ">>>" in path.read_text())
+MODULES = sorted(
+    ".".join(path.relative_to(REPO).with_suffix("").parts)
+    for path in (REPO / "racro_trl").rglob("*.py")
+    if ">>>" in path.read_text()
+)
 
 
 def test_modules_with_examples_are_found():
-    assert {"grading", "prompts", "rewards"} <= set(MODULES)
+    assert {
+        "racro_trl.reasoning.grading",
+        "racro_trl.reasoning.prompts",
+        "racro_trl.training.rewards",
+    } <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_hold(name):
-    module = importlib.import_module(f"racro_trl.{name}")
+    module = importlib.import_module(name)
     runner, report = doctest.DocTestRunner(), io.StringIO()
     for test in doctest.DocTestFinder().find(module):
         runner.run(test, out=report.write)

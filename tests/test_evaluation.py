@@ -8,8 +8,8 @@ import json
 import pytest
 
 from conftest import free_port, racro
-from racro_trl.data import sample_rows
-from racro_trl.evaluation import (
+from racro_trl.data.training_data import sample_rows
+from racro_trl.evaluation.evaluate import (
     BenchmarkError,
     build_question,
     evaluate,
@@ -17,8 +17,8 @@ from racro_trl.evaluation import (
     load_benchmark,
     score,
 )
-from racro_trl.pipeline import Item, RacroPipeline
-from racro_trl.reasoners import Sampling
+from racro_trl.evaluation.pipeline import Item, RacroPipeline
+from racro_trl.reasoning.reasoners import Sampling
 
 COLUMNS = ["index", "image", "question", "hint", "A", "B", "C", "answer", "category"]
 
@@ -136,7 +136,7 @@ def test_eval_runs_caches_and_resumes(vllm_mllm, vllm_reasoner, tmp_path):
 @pytest.mark.slow
 def test_two_benchmarks_two_reasoners_share_the_captions(vllm_mllm, vllm_reasoner, tiny_models, tmp_path):
     """Stages 1-2 run once per benchmark (the first reasoner's pass), stage 3 once per reasoner; one table."""
-    from racro_trl.reasoners import build_reasoner
+    from racro_trl.reasoning.reasoners import build_reasoner
 
     benchmarks = [
         ("BenchA", write_tsv(tmp_path / "a.tsv", 6)),

@@ -40,7 +40,7 @@ def launch(accelerate_config, tiny_models, output_dir, *extra):
 
 
 def test_vllm_reasoner_on_gpu(tiny_models):
-    from racro_trl.reasoners import Sampling, build_reasoner
+    from racro_trl.reasoning.reasoners import Sampling, build_reasoner
 
     reasoner = build_reasoner(
         "vllm",
@@ -61,7 +61,7 @@ def test_vllm_reasoner_on_gpu(tiny_models):
 def test_sleeping_vllm_reasoner_frees_its_memory_and_answers_the_same(tiny_models):
     """reasoner_sleep: between calls the engine holds (almost) no GPU memory, and its answers are the
     awake engine's (same seeds)."""
-    from racro_trl.reasoners import Sampling, build_reasoner
+    from racro_trl.reasoning.reasoners import Sampling, build_reasoner
 
     chats = [[{"role": "user", "content": f"caption {i}"}] for i in range(8)]
     engine = {"gpu_memory_utilization": 0.15, "max_model_len": 1024, "enforce_eager": True}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from racro_trl.grading import (
+from racro_trl.reasoning.grading import (
     choice_letter,
     extract_answer,
     extract_boxed,

@@ -1,4 +1,4 @@
-"""Groups that teach nothing (racro_trl/groups.py): their share is logged, and leaving them out of the
+"""Groups that teach nothing (racro_trl/training/groups.py): their share is logged, and leaving them out of the
 training pass keeps the gradient.
 
 One real generation batch of the tiny policy through ``CROTrainer`` (TRL's transformers sampler on CPU),
@@ -10,7 +10,7 @@ fixed per caption so that two of the four groups score all the same. Then TRL's 
 import pytest
 import torch
 
-from racro_trl.groups import informative_rows, keep_rows
+from racro_trl.training.groups import informative_rows, keep_rows
 
 # per caption, 4 groups of 4: all 1, mixed, all 0, mixed
 REWARDS = [1.0] * 4 + [1.0, 0.0, 0.0, 1.0] + [0.0] * 4 + [0.0, 1.0, 1.0, 1.0]
@@ -27,9 +27,9 @@ def make_trainer(policy, tmp_path, beta=0.0, loss_type="dapo", drop=False):
     from transformers import AutoProcessor
     from trl import GRPOConfig, ModelConfig
 
-    from racro_trl.configs import CROScriptArguments
-    from racro_trl.prompts import caption_messages
-    from racro_trl.trainer import CROTrainer
+    from racro_trl.reasoning.prompts import caption_messages
+    from racro_trl.training.configs import CROScriptArguments
+    from racro_trl.training.trainer import CROTrainer
 
     sizes = [(56, 56), (112, 56), (56, 112), (112, 112)]
     rows = [

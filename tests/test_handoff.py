@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import PYTHON, REPO, run_logged
-from racro_trl.handoff import aligned_size, vision_token_ids
+from racro_trl.training.sampled_prompt import aligned_size, vision_token_ids
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_vision_tokens_and_suppression(tiny_models):
     from transformers import AutoProcessor
     from trl import GRPOConfig
 
-    from racro_trl.trainer import suppress_vision_tokens
+    from racro_trl.training.trainer import suppress_vision_tokens
 
     tokens = vision_token_ids(AutoProcessor.from_pretrained(tiny_models["policy"]))
     assert set(tokens) == {"<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"}

@@ -49,7 +49,7 @@ def test_push_sends_model_card_weights_and_processor(tiny_models, tmp_path):
 
 # The check the recipe runs before any model loads, alone (the recipe's imports cost ~20 s a case).
 CHECK = (
-    "import sys, types; from racro_trl.card import check_hub_push; "
+    "import sys, types; from racro_trl.training.card import check_hub_push; "
     "check_hub_push(types.SimpleNamespace(push_to_hub=True, hub_model_id=sys.argv[1], output_dir=sys.argv[2]))"
 )
 
@@ -99,7 +99,7 @@ def test_export_pushes_a_plain_checkpoint(tiny_models, tmp_path):
     with HubStandIn() as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path / "hf-home")}
         command = [
-            PYTHON, "-m", "racro_trl.cli", "export", "--checkpoint", str(tiny_models["policy"]),
+            PYTHON, "-m", "racro_trl.tools.cli", "export", "--checkpoint", str(tiny_models["policy"]),
             "--out", str(tmp_path / "exported"), "--push-to-hub", "tester/exported", "--private",
         ]  # fmt: skip
         out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

@@ -12,10 +12,10 @@ from reasoner_standin import MODEL, ReasonerStandIn
 from test_evaluation import b64
 
 from conftest import free_port, racro
-from racro_trl.data import sample_rows
-from racro_trl.evaluation import _slug, evaluate
-from racro_trl.judge import AnswerJudge
-from racro_trl.results import table_rows, write_table
+from racro_trl.data.training_data import sample_rows
+from racro_trl.evaluation.evaluate import _slug, evaluate
+from racro_trl.evaluation.results_table import table_rows, write_table
+from racro_trl.reasoning.judge import AnswerJudge
 
 FINALS = {
     "1": "<think>counting</think> There are 4 of them, so 4.",  # no box: the rule misses it

@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from conftest import PYTHON, REPO, racro, run_logged
-from racro_trl.references import check_model_reference
+from racro_trl.training.launch_checks import check_model_reference
 
 FAST = 20.0  # seconds: the bound for a launch that must fail (the recipe's imports take ~10 s)
 

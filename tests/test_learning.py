@@ -4,7 +4,7 @@ GPUs). The single-rank learning run, exactly as `make demo` runs it, is tests/te
 controls are tests/test_control.py's.
 
 The reasoner here is the reader served by a real vLLM OpenAI-compatible server (CPU), shared by the
-ranks. Thresholds: those of tests/test_train.py (racro_trl.colour_task.learned): reward, every colour's
+ranks. Thresholds: those of tests/test_train.py (racro_trl.toy.colour_task.learned): reward, every colour's
 reward and the share of well-formed captions over the last 5 steps. Measured on 2 cores: see BENCHMARKS.md.
 """
 
@@ -56,7 +56,7 @@ def test_shipped_colour_task_is_reproducible(colour_data, tmp_path):
     """data/colour is what `racro make-sample-data --task colour` writes: balanced, image-only answers."""
     import datasets
 
-    from racro_trl.data import build_sample_dataset
+    from racro_trl.data.training_data import build_sample_dataset
 
     rebuilt = datasets.load_dataset(
         "parquet", data_files=str(build_sample_dataset(tmp_path, 64, task="colour"))

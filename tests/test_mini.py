@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 
-from racro_trl.evaluation import decode_images, load_benchmark
+from racro_trl.evaluation.evaluate import decode_images, load_benchmark
 from racro_trl.mini import task
 
 
@@ -80,10 +80,10 @@ def test_reasoners_train_on_the_tokens_their_checkpoint_loads_with(tmp_path):
     """The tokenizer the reasoners are trained with tokenizes a question as the saved checkpoint does
     (vLLM, racro eval): the one in memory before saving did not (" 3" whole against " ", "3")."""
     from racro_trl.mini import models
-    from racro_trl.tiny import build_reasoner
+    from racro_trl.toy.tiny import build_tiny_reasoner
 
     tokenizer = models.build_tokenizer(0)
-    checkpoint = build_reasoner(tmp_path / "r", tokenizer, answer_head=False)
+    checkpoint = build_tiny_reasoner(tmp_path / "r", tokenizer, answer_head=False)
     from transformers import AutoTokenizer
 
     loaded = AutoTokenizer.from_pretrained(checkpoint)

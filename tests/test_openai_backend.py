@@ -9,10 +9,10 @@ import time
 import pytest
 
 from conftest import PYTHON, REPO, free_port, racro
-from racro_trl import prompts
-from racro_trl.colour_task import COLOURS, QUESTION, caption
-from racro_trl.reasoners import OpenAIReasoner, ReasonerError, Sampling, build_reasoner
-from racro_trl.rewards import CaptionReward
+from racro_trl.reasoning import prompts
+from racro_trl.reasoning.reasoners import OpenAIReasoner, ReasonerError, Sampling, build_reasoner
+from racro_trl.toy.colour_task import COLOURS, QUESTION, caption
+from racro_trl.training.rewards import CaptionReward
 
 
 @pytest.mark.slow
@@ -120,7 +120,7 @@ def test_reasoner_labels_come_from_the_server(reader_server, tiny_models):
     a checkpoint by its folder name; --reasoner-name overrides; a model the server lacks is an error."""
     from urllib.parse import urlsplit
 
-    from racro_trl.cli import reasoner_labels
+    from racro_trl.tools.cli import reasoner_labels
 
     port = urlsplit(reader_server).netloc
     local = str(tiny_models["reasoner"])

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from conftest import PYTHON, REPO, racro
-from racro_trl.data import from_verl_format, load_dataset_any, to_training_format
-from racro_trl.prepare import PrepareError, PrepareOptions, prepare_virl39k
+from racro_trl.data.prepare import PrepareError, PrepareOptions, prepare_virl39k
+from racro_trl.data.training_data import from_verl_format, load_dataset_any, to_training_format
 
 MIN_PX, MAX_PX = 32 * 32, 96 * 96
 
@@ -154,7 +154,7 @@ def test_images_zip_is_extracted(tmp_path):
 
 
 def test_filters_and_verl_format(tmp_path):
-    from racro_trl.data import filter_dataset
+    from racro_trl.data.training_data import filter_dataset
 
     ds, _ = prepare_virl39k(make_release(tmp_path / "r"), tmp_path / "out", opts())
     ds = to_training_format(ds)

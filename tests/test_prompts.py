@@ -1,6 +1,6 @@
 """Prompts are the method: they must match the original code to the character."""
 
-from racro_trl import prompts as P
+from racro_trl.reasoning import prompts as P
 
 
 def test_caption_prompt_places_image_where_the_tag_was():

@@ -10,8 +10,8 @@ import pytest
 from reasoner_standin import ReasonerStandIn
 
 from conftest import logged_steps, run_logged, tiny_launch
-from racro_trl.reasoners import OpenAIReasoner, ReasonerError, Sampling
-from racro_trl.rewards import CaptionReward
+from racro_trl.reasoning.reasoners import OpenAIReasoner, ReasonerError, Sampling
+from racro_trl.training.rewards import CaptionReward
 
 QUESTION = "What colour is the shape?"
 
@@ -29,7 +29,10 @@ def test_failed_requests_score_zero_and_are_counted(tmp_path, caplog):
     ]  # fmt: skip
     gold = ["red", "blue", "green", "blue", "red", "green", "yellow", "blue"]
     metrics = {}
-    with ReasonerStandIn(stall=4.0) as standin, caplog.at_level(logging.WARNING, "racro_trl.rewards"):
+    with (
+        ReasonerStandIn(stall=4.0) as standin,
+        caplog.at_level(logging.WARNING, "racro_trl.training.rewards"),
+    ):
         reward = caption_reward(standin.url, tmp_path)
         rewards = reward(None, captions, question=[QUESTION] * 8, answer=gold, log_metric=metrics.__setitem__)
     # The answers that came (flaky and stalled ones after a retry) are graded; the others score 0.

@@ -12,9 +12,9 @@ import pytest
 from reasoner_standin import ReasonerStandIn
 
 from conftest import PYTHON, REPO
-from racro_trl.grading import GRADERS, caption_leak, parse_choices
-from racro_trl.reasoners import OpenAIReasoner, Sampling
-from racro_trl.rewards import CaptionReward, caption_leak_penalty
+from racro_trl.reasoning.grading import GRADERS, caption_leak, parse_choices
+from racro_trl.reasoning.reasoners import OpenAIReasoner, Sampling
+from racro_trl.training.rewards import CaptionReward, caption_leak_penalty
 
 DATA = Path(__file__).parent / "data"
 
@@ -83,7 +83,7 @@ def test_leaks_are_logged_flagged_and_penalised(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "caption_reasoner-rank0.jsonl").open()]
     assert [r["leak"] for r in records] == leaks
     assert caption_leak_penalty(captions, [BLIND] * 6, gold) == [-1.0 if x else 0.0 for x in leaks]
-    from racro_trl.report import audit_summary
+    from racro_trl.reporting.run_summary import audit_summary
 
     summary = audit_summary(tmp_path)
     assert "leaks: 2 audited captions" in summary and "The answer is red." in summary
@@ -172,7 +172,7 @@ def test_audit_default_stays_under_its_stated_size(tmp_path):
     captions under 0.7 GB: the reward's own audit writer, on 128 such captions a step for 3 steps."""
     import types
 
-    from racro_trl.configs import CROScriptArguments
+    from racro_trl.training.configs import CROScriptArguments
 
     per_step = CROScriptArguments().reward_audit_captions
     reward = CaptionReward(
@@ -214,7 +214,7 @@ def test_report_reads_a_1gb_audit_in_constant_memory(tmp_path):
     # racro report in a child whose peak memory (ru_maxrss of its own children) is measured
     probe = (
         "import resource, subprocess, sys; "
-        f"r = subprocess.run([sys.executable, '-m', 'racro_trl.cli', 'report', {str(out)!r}], capture_output=True, text=True); "
+        f"r = subprocess.run([sys.executable, '-m', 'racro_trl.tools.cli', 'report', {str(out)!r}], capture_output=True, text=True); "
         "print(r.stdout); print(r.stderr, file=sys.stderr); "
         "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )

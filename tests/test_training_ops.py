@@ -113,7 +113,7 @@ def test_lora_changes_only_adapter_weights_and_exports_merged(tiny_models, tmp_p
     assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k), "the adapter was trained"
     assert not (run / "model.safetensors").exists()
 
-    from racro_trl.export import ExportError, export_checkpoint
+    from racro_trl.tools.export import ExportError, export_checkpoint
 
     with pytest.raises(ExportError, match="--merge-lora"):
         export_checkpoint(run, tmp_path / "merged")
@@ -139,7 +139,7 @@ def test_freeze_vision_tower(tiny_models, straight):
 def test_export_full_checkpoint_and_bad_folder(tiny_models, tmp_path):
     from transformers import AutoModelForImageTextToText
 
-    from racro_trl.export import ExportError, export_checkpoint
+    from racro_trl.tools.export import ExportError, export_checkpoint
 
     out = racro(
         "export",

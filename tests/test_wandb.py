@@ -69,7 +69,7 @@ def test_offline_run_holds_reward_metrics_and_caption_table(tiny_models, tmp_pat
 
 
 def test_log_completions_with_wandb_is_refused_with_the_fix():
-    from racro_trl.configs import make_parser, validate_run
+    from racro_trl.training.configs import make_parser, validate_run
 
     s, t, _ = make_parser().parse_args_and_config(
         ["--config", str(REPO / "recipes/tiny/cro.yaml"), "--report_to", "wandb", "--log_completions", "true"]

@@ -1,6 +1,6 @@
 """The mini-RACRO models, built here from random weights with TRL's ``SFTTrainer`` (no hub).
 
-* **Tokenizer**: the tiny byte-level BPE of :mod:`racro_trl.tiny`, trained with the tiles task's
+* **Tokenizer**: the tiny byte-level BPE of :mod:`racro_trl.toy.tiny`, trained with the tiles task's
   sentences among its corpus, so "Tile", the colours and the digits are whole tokens.
 * **Reasoners** (Qwen2 causal LMs, the architecture of R1-Distill-Qwen): trained on the CRO reward
   prompt with a *complete* description (the two tiles the question needs, and up to two others, in any
@@ -18,7 +18,7 @@ import logging
 import random
 from pathlib import Path
 
-from .. import prompts
+from ..reasoning import prompts
 from . import task
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ PHRASES = [
 
 def build_tokenizer(seed: int = 0):
     """The tiny tokenizer with the task's words among its tokens."""
-    from ..tiny import build_tokenizer as tiny_tokenizer
+    from ..toy.tiny import build_tokenizer as tiny_tokenizer
 
     tokenizer = tiny_tokenizer(seed=seed, phrases=PHRASES)
     tokenizer.add_tokens([f"Tile {t} is" for t in range(1, task.TILES + 1)])
@@ -134,11 +134,11 @@ def build_reasoners(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ..colour_task import _sft
-    from ..tiny import build_reasoner
+    from ..toy.sft import sft
+    from ..toy.tiny import build_tiny_reasoner
 
     out = Path(out)
-    base = out / start if start else build_reasoner(out / "base", tokenizer, seed, answer_head=False)
+    base = out / start if start else build_tiny_reasoner(out / "base", tokenizer, seed, answer_head=False)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     tokenizer = inference_tokenizer(base)
@@ -148,11 +148,9 @@ def build_reasoners(
         phases = phases[names.index(start) + 1 :]
     paths = {}
     for name, steps in phases:
-        examples = reasoner_examples(
-            steps * 32, seed + names.index(name), task.TRAIN_PAIRS, deaf=deaf
-        )
+        examples = reasoner_examples(steps * 32, seed + names.index(name), task.TRAIN_PAIRS, deaf=deaf)
         dataset = datasets.Dataset.from_list([{k: e[k] for k in ("prompt", "completion")} for e in examples])
-        _sft(
+        sft(
             model,
             tokenizer,
             dataset,
@@ -173,8 +171,8 @@ def build_captioner(out: str | Path, tokenizer, seed: int = 0, steps: int = 1200
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from ..colour_task import _sft
-    from ..tiny import build_policy
+    from ..toy.sft import sft
+    from ..toy.tiny import build_policy
 
     out = Path(out)
     base = build_policy(out / "policy", tokenizer, seed)
@@ -182,7 +180,7 @@ def build_captioner(out: str | Path, tokenizer, seed: int = 0, steps: int = 1200
     model = AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(base)
     dataset = datasets.Dataset.from_list(captioner_examples(steps * 16 // 2, seed, qa_every=4))
-    _sft(model, processor, dataset, out / "captioner", seed, steps, lr=1e-3, batch=16, schedule="constant")
+    sft(model, processor, dataset, out / "captioner", seed, steps, lr=1e-3, batch=16, schedule="constant")
     return out / "captioner"
 
 

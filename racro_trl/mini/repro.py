@@ -84,7 +84,7 @@ def cro(out: Path, models: dict, data: Path, seed: int, steps: int, extra: list[
 def evaluate(out: Path, name: str, captioner: Path, models: dict, tsv: Path, mode: str) -> Path:
     """``racro eval`` of one captioner on the tiles TSV: caption-only with both reasoners, or mllm-only."""
     folder = out / "eval" / f"{name}-{mode}"
-    cmd = [sys.executable, "-m", "racro_trl.cli", "eval", "--benchmark", "Tiles", "--data", str(tsv),
+    cmd = [sys.executable, "-m", "racro_trl.tools.cli", "eval", "--benchmark", "Tiles", "--data", str(tsv),
            "--out", str(folder), "--mode", mode, "--mllm", str(captioner), "--mllm-backend", "transformers",
            "--max-tokens", "40", "--batch-size", "64"]  # fmt: skip
     for role in ("weak", "strong"):
@@ -156,10 +156,10 @@ def table(runs: dict[str, list[dict]]) -> str:
 def ceiling(models: dict, rows: list[dict], seed: int = 0) -> dict[str, dict[str, float]]:
     """Each reasoner's accuracy from ground-truth captions (the two facts each question needs): what the
     best captioner could reach with it. Stage 3 of ``racro eval`` (its prompt and sampling), in-process."""
-    from ..evaluation import score_answer
-    from ..grading import extract_answer
-    from ..pipeline import JOINT_SAMPLING, RacroPipeline
-    from ..reasoners import Sampling, build_reasoner
+    from ..evaluation.evaluate import score_answer
+    from ..evaluation.pipeline import JOINT_SAMPLING, RacroPipeline
+    from ..reasoning.grading import extract_answer
+    from ..reasoning.reasoners import Sampling, build_reasoner
 
     captions = [task.caption(r["colours"], tuple(r["tiles"])) for r in rows]
     sampling = Sampling(JOINT_SAMPLING.temperature, JOINT_SAMPLING.top_p, max_tokens=40, seed=seed)
@@ -197,7 +197,7 @@ def caption_examples(start: list[dict], after: list[dict], rows: list[dict], n: 
 
 def figure(runs: dict[str, Path], table_rows: dict[str, list[dict]], path: Path) -> Path:
     """Reward curves of the CRO runs (left) and the table's means with their range (right)."""
-    from ..report import load_log_history, pyplot
+    from ..reporting.run_summary import load_log_history, pyplot
 
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -222,7 +222,7 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
     """The whole reproduction (see the module's docstring); returns what ``table.json`` holds.
     ``sabotage``: ``constant-images`` (CRO on images made constant) or ``deaf`` (CRO rewarded by a
     reasoner that never sees the caption: its answers come from the question alone)."""
-    from ..data import build_sample_dataset
+    from ..data.training_data import build_sample_dataset
 
     started = time.time()
     out = Path(out)

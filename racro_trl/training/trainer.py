@@ -15,7 +15,7 @@ from trl import GRPOTrainer
 
 from .card import model_card
 from .groups import EXACT_LOSS_TYPES, informative_rows, keep_rows, zero_variance_share
-from .handoff import (
+from .sampled_prompt import (
     align_image,
     checkpoint_keeps,
     one_placeholder_per_image,
@@ -86,7 +86,7 @@ class CROTrainer(GRPOTrainer):
         self._log_zero_variance_groups(mode, len(inputs) * self.accelerator.num_processes)
         return self._drop_zero_variance(output) if self.drop_zero_variance and mode == "train" else output
 
-    # ---- Groups that teach nothing (racro_trl/groups.py) ---------------------------------------------
+    # ---- Groups that teach nothing (racro_trl/training/groups.py) ---------------------------------------------
 
     def _log_zero_variance_groups(self, mode: str, batch_size: int) -> None:
         """``<reward>/zero_variance_groups``: per reward function, the share of this generation batch's
@@ -117,7 +117,7 @@ class CROTrainer(GRPOTrainer):
             raise ValueError(
                 "drop_zero_variance_groups would change the gradient here: "
                 + "; ".join(problems)
-                + f" (it is exact for loss_type {', '.join(EXACT_LOSS_TYPES)}; racro_trl/groups.py)"
+                + f" (it is exact for loss_type {', '.join(EXACT_LOSS_TYPES)}; racro_trl/training/groups.py)"
             )
 
     def _check_vllm_keeps_aligned_images(self) -> None:

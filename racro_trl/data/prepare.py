@@ -20,8 +20,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import prompts
-from .handoff import aligned_size
+from ..reasoning import prompts
+from ..training.sampled_prompt import aligned_size
 
 logger = logging.getLogger(__name__)
 

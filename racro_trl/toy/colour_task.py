@@ -22,9 +22,10 @@ import logging
 import random
 from pathlib import Path
 
-from . import prompts
-from .caption_health import grammar_match
+from ..reasoning import prompts
+from ..training.caption_health import grammar_match
 from .drawing import COLORS, SHAPES, draw_shape
+from .sft import sft
 
 logger = logging.getLogger(__name__)
 
@@ -160,36 +161,6 @@ def reader_examples(n: int, seed: int) -> list[dict]:
     return examples
 
 
-def _sft(
-    model, processing_class, dataset, out: Path, seed: int, steps: int, lr: float, batch: int, schedule: str
-) -> None:
-    """A short ``SFTTrainer`` run on CPU, loss on the completion only; saves model and processor to ``out``.
-
-    The reader's learning rate decays to 0 (``linear``): at a constant 2e-3 its last steps spiked (grad
-    norm 10-30) and the saved model had unlearned its end-of-turn token. The captioner's stays
-    ``constant``: decayed, it learned the colours of the question prompt less (72% against 97%).
-    Gradient checkpointing (on in TRL's SFTConfig by default) is off: recomputing these tiny models'
-    forward passes took 16 of `racro make-tiny`'s 122 s on 2 cores, and the models come out the same.
-    """
-    import tempfile
-
-    from trl import SFTConfig, SFTTrainer
-
-    with tempfile.TemporaryDirectory() as scratch:
-        args = SFTConfig(
-            output_dir=scratch, max_steps=steps, per_device_train_batch_size=batch, learning_rate=lr,
-            lr_scheduler_type=schedule, warmup_steps=0, weight_decay=0.0, logging_steps=max(1, steps // 5),
-            save_strategy="no", report_to="none", use_cpu=True, bf16=False, seed=seed, data_seed=seed,
-            max_length=None, disable_tqdm=True, gradient_checkpointing=False,
-        )  # fmt: skip
-        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processing_class)
-        trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    logger.info("SFT of %s: loss %.3f -> %.3f over %d steps", out.name, losses[0], losses[-1], steps)
-    trainer.model.save_pretrained(out)
-    processing_class.save_pretrained(out)
-
-
 def build_reader(out: str | Path, reasoner_dir: str | Path, seed: int = 0, steps: int = 400) -> Path:
     """A reasoner of ``reasoner_dir``'s architecture and tokenizer, trained from a fresh start to box
     the colour of a well-formed caption and ``none`` for any other; checked before it is returned, on
@@ -207,7 +178,7 @@ def build_reader(out: str | Path, reasoner_dir: str | Path, seed: int = 0, steps
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(reasoner_dir), dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(reasoner_dir)
     dataset = datasets.Dataset.from_list(reader_examples(steps * 32, seed))
-    _sft(model, tokenizer, dataset, out, seed, steps, lr=2e-3, batch=32, schedule="linear")
+    sft(model, tokenizer, dataset, out, seed, steps, lr=2e-3, batch=32, schedule="linear")
     accuracy = reader_accuracy(model, tokenizer, reader_examples(64, seed + 1000))
     if accuracy < 0.95:
         raise RuntimeError(
@@ -276,7 +247,7 @@ def build_captioner(out: str | Path, policy_dir: str | Path, seed: int = 0, step
                 "completion": [{"role": "assistant", "content": caption(colour)}],
             }
         )
-    _sft(
+    sft(
         model,
         processor,
         datasets.Dataset.from_list(rows),
@@ -297,7 +268,7 @@ LEARNED_LAST5, LEARNED_WORST_ANSWER, LEARNED_WELL_FORMED = 0.8, 0.6, 0.9
 def learned(first: float, last: float, late: dict) -> list[str]:
     """What keeps a run from counting as learned (empty when it learned): the last 5 steps' mean
     reward >= 0.8 and >= 0.4 above the first 5's, every colour's reward >= 0.6 and >= 90% of the
-    captions well-formed over the last 5 steps (``late``: :func:`racro_trl.report.late_captions`).
+    captions well-formed over the last 5 steps (``late``: :func:`racro_trl.reporting.run_summary.late_captions`).
 
     >>> learned(0.2, 0.9, {"worst_answer": ("red", 0.7), "well_formed": 0.95})
     []
@@ -319,9 +290,9 @@ def learned(first: float, last: float, late: dict) -> list[str]:
 
 def verdict(output_dir: str | Path) -> dict:
     """A finished colour-task run judged as the tests judge it: ``first`` and ``last`` (mean reward of the
-    first and last 5 logged steps), ``late`` (:func:`racro_trl.report.late_captions` with the reader's
+    first and last 5 logged steps), ``late`` (:func:`racro_trl.reporting.run_summary.late_captions` with the reader's
     grammar), ``misses`` (:func:`learned`; empty when it learned) and ``steps`` (the logged steps)."""
-    from .report import first_last_rewards, late_captions, load_log_history
+    from ..reporting.run_summary import first_last_rewards, late_captions, load_log_history
 
     steps = [h for h in load_log_history(output_dir) if "reward" in h]
     first, last = first_last_rewards(steps)

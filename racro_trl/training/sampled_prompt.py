@@ -1,6 +1,6 @@
 """What the caption sampler is handed: the rule that the sampled prompt is the trained prompt.
 
-Three pieces, used by :class:`racro_trl.trainer.CROTrainer` for every sampling backend:
+Three pieces, used by :class:`racro_trl.training.trainer.CROTrainer` for every sampling backend:
 
 * images are resized once, before any processor sees them, to a grid-aligned size inside the
   recipe's pixel bounds (``qwen_vl_utils.smart_resize``). Every Qwen2.5-VL processor whose bounds

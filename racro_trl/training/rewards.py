@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from . import prompts as P
+from ..reasoning import prompts as P
+from ..reasoning.grading import GRADERS, caption_leak, extract_answer, parse_choices
+from ..reasoning.reasoners import Reasoner, ReasonerError, Sampling
 from .caption_health import mean_known_words, well_formed_share
-from .grading import GRADERS, caption_leak, extract_answer, parse_choices
-from .reasoners import Reasoner, ReasonerError, Sampling
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +68,11 @@ class CaptionReward:
 
     Logged per call (``<name>/...``): ``reward_mean``, ``answer_extracted``, ``caption_chars``,
     ``caption_leak`` (share of captions that state the gold answer as an answer,
-    :func:`racro_trl.grading.caption_leak`), ``failed`` (share of the call's captions, all ranks,
+    :func:`racro_trl.reasoning.grading.caption_leak`), ``failed`` (share of the call's captions, all ranks,
     whose request failed for good: they score 0) and ``failed_total`` (all ranks, since the start),
     ``reasoner_seconds`` (from the requests' start), ``reasoner_tokens_per_second``, ``sent_ahead``
     (1 when the call's answers were requested ahead, see Overlap); how the captions read
-    (:mod:`racro_trl.caption_health`): ``known_words`` (share of their words that are English words),
+    (:mod:`racro_trl.training.caption_health`): ``known_words`` (share of their words that are English words),
     ``well_formed`` (with ``grammar``: share matched whole); ``reward_by_answer/<answer>`` (the mean
     reward of the captions whose gold answer is ``<answer>``, for each of ``answer_classes`` in the call).
 
@@ -84,14 +84,14 @@ class CaptionReward:
     Args:
         reasoner: a :class:`Reasoner`, or a zero-argument factory called at the first reward call,
             so that the reasoner is created in the training process, after the policy, outside any
-            ZeRO-3 ``zero.Init`` (see :func:`racro_trl.reasoners.build_reasoner`).
+            ZeRO-3 ``zero.Init`` (see :func:`racro_trl.reasoning.reasoners.build_reasoner`).
         num_samples: reasoner answers per caption (k); the reward is their mean.
         sampling: the reasoner's sampling settings.
         audit_dir: where ``<name>-rank<r>.jsonl`` gets the audit records (question, caption, answers,
             extracted answers, gold, scores, reward, leak and failure flags); None: no audit.
         audit_captions: records per optimizer step over all ranks (each rank writes its share, the
             first captions of its batch; leaked and failed captions get as many again); -1: all.
-        grader: ``default`` or ``strict`` (:data:`racro_trl.grading.GRADERS`).
+        grader: ``default`` or ``strict`` (:data:`racro_trl.reasoning.grading.GRADERS`).
         max_failed_fraction: the run stops, naming the reasoner, when more than this share of one
             call's captions (all ranks) failed; below it, failed captions score 0 and are counted.
         blind_samples: > 0 makes this the caption-gain reward: every prompt is also answered once
@@ -385,7 +385,7 @@ class CaptionReward:
     def _audit(self, records: list[dict], step: int | None, images: list | None = None) -> None:
         """Append this call's share of the step's audit records (flushed per call: a crash loses at
         most the batch being scored). A record names its prompt's first image, saved once as a
-        thumbnail under ``audit/images/`` (:func:`racro_trl.viewer.save_thumbnail`), for the viewer."""
+        thumbnail under ``audit/images/`` (:func:`racro_trl.reporting.viewer.save_thumbnail`), for the viewer."""
         if self.audit_dir is None or self.audit_captions == 0:
             return
         from accelerate import PartialState
@@ -406,7 +406,7 @@ class CaptionReward:
                 continue
             image = images[i] if images else None
             if image and not isinstance(image, str) and hasattr(image[0], "tobytes"):
-                from .viewer import save_thumbnail
+                from ..reporting.viewer import save_thumbnail
 
                 record = {**record, "image": save_thumbnail(image[0], self.audit_dir)}
             kept.append({"step": step, "call": self.calls, "rank": _process_index(), "index": i, **record})
@@ -443,7 +443,7 @@ def boxed_format(completions, **kwargs) -> list[float]:
 
 
 def caption_leak_penalty(completions, question, answer, **kwargs) -> list[float]:
-    """-1.0 for a caption that states the gold answer as an answer (:func:`racro_trl.grading.caption_leak`),
+    """-1.0 for a caption that states the gold answer as an answer (:func:`racro_trl.reasoning.grading.caption_leak`),
     else 0.0. Opt-in: add it to reward_funcs with a weight in reward_weights, e.g. [1.0, 0.5].
 
     >>> caption_leak_penalty(["Five dots. The answer is 5.", "Five dots."], ["How many?"] * 2, ["5", "5"])
@@ -483,7 +483,7 @@ REWARD_FUNCS: dict[str, Callable] = {
 def caption_reward_from_args(args, output_dir: str | None, gain: bool = False) -> CaptionReward:
     """The CRO reward configured by the ``reasoner_*`` script arguments (reasoner built lazily);
     ``gain``: the caption-gain variant, logged as ``caption_gain``."""
-    from .reasoners import build_reasoner
+    from ..reasoning.reasoners import build_reasoner
 
     def factory() -> Reasoner:
         return build_reasoner(

@@ -18,8 +18,8 @@ import random
 import re
 from pathlib import Path
 
-from . import prompts
-from .drawing import COLORS, SHAPES, scene
+from ..reasoning import prompts
+from ..toy.drawing import COLORS, SHAPES, scene
 
 logger = logging.getLogger(__name__)
 
@@ -241,11 +241,11 @@ def sample_rows(n: int = 48, seed: int = 0, size: int = 96) -> list[dict]:
 
 def build_sample_dataset(out: str | Path, n: int = 48, seed: int = 0, task: str = "mixed") -> Path:
     """Write a synthetic set as ``out/train.parquet`` (images embedded as PNG bytes): ``mixed`` (counting,
-    colour and shape questions), ``colour`` (the learnable task of :mod:`racro_trl.colour_task`) or
+    colour and shape questions), ``colour`` (the learnable task of :mod:`racro_trl.toy.colour_task`) or
     ``tiles`` (mini-RACRO's, :mod:`racro_trl.mini.task`: also its evaluation TSV, ``out/Tiles.tsv``)."""
     import datasets
 
-    from .colour_task import colour_rows
+    from ..toy.colour_task import colour_rows
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,7 +262,7 @@ def build_sample_dataset(out: str | Path, n: int = 48, seed: int = 0, task: str 
     if task not in ("mixed", "colour", "tiles"):
         raise ValueError(f"task must be 'mixed', 'colour' or 'tiles', got {task!r}")
     if task == "tiles":
-        from .mini.task import write_tiles_data
+        from ..mini.task import write_tiles_data
 
         return write_tiles_data(out, n=n, seed=seed)
     rows = sample_rows(n, seed) if task == "mixed" else colour_rows(n, seed)

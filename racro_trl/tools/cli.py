@@ -1,5 +1,5 @@
-"""The ``racro`` command: ``make-tiny``, ``make-sample-data``, ``prepare-data``, ``infer``, ``eval``,
-``table``, ``export`` and ``report`` (``--html``: the caption viewer).
+"""The ``racro`` command: ``make-tiny``, ``make-sample-data``, ``repro-mini``, ``prepare-data``, ``infer``,
+``eval``, ``table``, ``export`` and ``report`` (``--html``: the caption viewer).
 
 Training itself is ``accelerate launch recipes/cro.py --config <yaml>`` (see README).
 """
@@ -12,11 +12,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .benchmarks import PAPER_BENCHMARKS
+from ..evaluation.benchmarks import PAPER_BENCHMARKS
 
 
 def _make_tiny(args) -> None:
-    from .tiny import build_tiny_models
+    from ..toy.tiny import build_tiny_models
 
     paths = build_tiny_models(args.out, seed=args.seed, force=args.force, colour_task=not args.no_colour_task)
     for role, path in paths.items():
@@ -24,7 +24,7 @@ def _make_tiny(args) -> None:
 
 
 def _make_sample_data(args) -> None:
-    from .data import build_sample_dataset
+    from ..data.training_data import build_sample_dataset
 
     out = args.out or f"data/{ {'mixed': 'sample'}.get(args.task, args.task) }"
     rows = args.rows or {"mixed": 48, "colour": 64, "tiles": 512}[args.task]
@@ -33,13 +33,13 @@ def _make_sample_data(args) -> None:
 
 
 def _repro_mini(args) -> None:
-    from .mini.repro import main
+    from ..mini.repro import main
 
     main(args.out, tuple(args.seeds), args.steps, sabotage=args.sabotage)
 
 
 def _prepare_data(args) -> None:
-    from .prepare import PrepareOptions, prepare_virl39k
+    from ..data.prepare import PrepareOptions, prepare_virl39k
 
     options = PrepareOptions(
         drop_sources=tuple(args.drop_sources),
@@ -58,7 +58,7 @@ def _prepare_data(args) -> None:
 
 
 def _mllm(args):
-    from .pipeline import build_mllm
+    from ..evaluation.pipeline import build_mllm
 
     kwargs = {"max_images": args.max_images, "min_pixels": args.min_pixels, "max_pixels": args.max_pixels}
     if args.mllm_backend == "vllm":
@@ -78,7 +78,7 @@ def is_served(reasoner: str) -> bool:
 
 def _reasoner(args, reasoner: str):
     """A reasoner checkpoint (in-process, ``--reasoner-backend``) or an OpenAI-compatible URL."""
-    from .reasoners import build_reasoner
+    from ..reasoning.reasoners import build_reasoner
 
     if is_served(reasoner):
         return build_reasoner("openai", args.reasoner_model, reasoner, max_retries=args.reasoner_max_retries)
@@ -95,7 +95,7 @@ def _reasoner(args, reasoner: str):
 
 
 def _samplings(args):
-    from .pipeline import JOINT_SAMPLING, MLLM_SAMPLING
+    from ..evaluation.pipeline import JOINT_SAMPLING, MLLM_SAMPLING
 
     return replace(MLLM_SAMPLING, max_tokens=args.max_tokens), replace(
         JOINT_SAMPLING, max_tokens=args.max_tokens
@@ -104,7 +104,7 @@ def _samplings(args):
 
 def check_models(args) -> None:
     """--mllm and every local --reasoner exist (a folder with config.json) or are Hub ids, before any loads."""
-    from .references import check_model_reference
+    from ..training.launch_checks import check_model_reference
 
     check_model_reference(args.mllm, "--mllm")
     for reasoner in [args.reasoner] if isinstance(args.reasoner, str) else args.reasoner or []:
@@ -117,7 +117,7 @@ def _infer(args) -> None:
 
     check_models(args)
 
-    from .pipeline import Item, RacroPipeline
+    from ..evaluation.pipeline import Item, RacroPipeline
 
     images = [Image.open(path).convert("RGB") for path in args.image]
     pipeline = RacroPipeline(_mllm(args), _reasoner(args, args.reasoner), *_samplings(args))
@@ -129,8 +129,8 @@ def _infer(args) -> None:
 
 
 def _eval(args) -> None:
-    from .benchmarks import benchmark_file
-    from .evaluation import BenchmarkError, evaluate_many, load_benchmark
+    from ..evaluation.benchmarks import benchmark_file
+    from ..evaluation.evaluate import BenchmarkError, evaluate_many, load_benchmark
 
     if bool(args.benchmark) == bool(args.benchmarks):
         raise BenchmarkError("give --benchmark NAME --data FILE, or --benchmarks A,B,... --data-dir DIR")
@@ -156,7 +156,7 @@ def _eval(args) -> None:
     if args.judge_url:
         import os
 
-        from .judge import AnswerJudge
+        from ..reasoning.judge import AnswerJudge
 
         # connect now: a wrong judge URL fails before any model loads
         judge = AnswerJudge(args.judge_url, args.judge_model, api_key=os.environ.get(args.judge_api_key_env))
@@ -237,7 +237,7 @@ def reasoner_labels(
 
 
 def _table(args) -> None:
-    from .results import collect_summaries, write_table
+    from ..evaluation.results_table import collect_summaries, write_table
 
     md = write_table(collect_summaries(args.folders), args.out)
     print(md.read_text())
@@ -295,14 +295,14 @@ def _export(args) -> None:
 
 
 def _report(args) -> None:
-    from .report import audit_summary, load_log_history, reward_table
+    from ..reporting.run_summary import audit_summary, load_log_history, reward_table
 
     print(reward_table(load_log_history(args.output_dir)))
     audit = Path(args.output_dir) / "audit"
     if audit.is_dir():
         print(audit_summary(audit))
     if args.html:
-        from .viewer import write_viewer
+        from ..reporting.viewer import write_viewer
 
         page = write_viewer(args.output_dir, args.html_out, args.steps)
         print(f"caption viewer: {page} (open it in a browser; it works offline)")
@@ -513,7 +513,7 @@ def quiet_http_clients(record: logging.LogRecord) -> bool:
     >>> record = lambda name, level: logging.LogRecord(name, level, "", 0, "HTTP Request: POST", None, None)
     >>> quiet_http_clients(record("httpx2", logging.INFO)), quiet_http_clients(record("httpx._client", logging.WARNING))
     (False, True)
-    >>> quiet_http_clients(record("racro_trl.evaluation", logging.INFO))
+    >>> quiet_http_clients(record("racro_trl.evaluation.evaluate", logging.INFO))
     True
     """
     return record.levelno >= logging.WARNING or not record.name.split(".")[0].startswith(HTTP_CLIENT_LOGGERS)

@@ -2,7 +2,7 @@
 
 Builds the tiny models (``racro make-tiny``), runs the command a user runs on GPUs
 (``accelerate launch recipes/cro.py --config recipes/tiny/cro_colour.yaml``) on the colour task of
-:mod:`racro_trl.colour_task`, reloads the saved captioner with ``from_pretrained``, and prints (after the run's own reward table)
+:mod:`racro_trl.toy.colour_task`, reloads the saved captioner with ``from_pretrained``, and prints (after the run's own reward table)
 a few of the last step's captions beside their images' colours, the last steps' reward per colour and
 share of well-formed captions, the first-versus-last summary and where the reward curve (PNG) is.
 """
@@ -91,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import AutoModelForImageTextToText
 
-    from .colour_task import CHANCE, verdict
-    from .data import build_sample_dataset
-    from .report import last_captions, load_log_history, reward_curve
-    from .tiny import build_tiny_models
+    from ..data.training_data import build_sample_dataset
+    from ..reporting.run_summary import last_captions, load_log_history, reward_curve
+    from ..toy.colour_task import CHANCE, verdict
+    from ..toy.tiny import build_tiny_models
 
     start = time.perf_counter()
     paths = build_tiny_models(args.tiny_dir)
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     curve = reward_curve(
         history, Path(args.output_dir) / "reward_curve.png", CHANCE, "CRO on the colour task (tiny, CPU)"
     )
-    from .viewer import write_viewer
+    from ..reporting.viewer import write_viewer
 
     viewer = write_viewer(args.output_dir)
     per_colour = ", ".join(f"{c} {r:.2f}" for c, r in late["reward_by_answer"].items())

@@ -87,7 +87,7 @@ def _data_uri(path: Path) -> str:
 
 
 def _curve_uri(output_dir: Path) -> str:
-    from .report import load_log_history, reward_curve
+    from .run_summary import load_log_history, reward_curve
 
     try:
         history = load_log_history(output_dir)

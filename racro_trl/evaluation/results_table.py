@@ -107,7 +107,7 @@ def write_table(summaries: list[dict], out: str | Path, title: str = "Accuracy (
 
 def grouped_bars(columns: list[str], rows: list[dict], path: Path, title: str) -> None:
     """One group of bars per benchmark (and the average), one bar per row of the table."""
-    from .report import pyplot
+    from ..reporting.run_summary import pyplot
 
     plt = pyplot()
     groups = [*columns, "Avg"]

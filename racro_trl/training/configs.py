@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import trl
 
-from .data import PROMPT_FORMATS
-from .reasoners import BACKENDS
+from ..data.training_data import PROMPT_FORMATS
+from ..reasoning.reasoners import BACKENDS
 
 
 @dataclass
@@ -198,7 +198,7 @@ class CROScriptArguments(trl.ScriptArguments):
         default=False,
         metadata={"help": "leave the captions of groups that all scored the same (advantage 0) out of the training "
                   "forward and backward: the same gradient with beta 0 and loss_type dapo/cispo/vespo, less the "
-                  "dropped rows' KL term with beta > 0 (racro_trl/groups.py)."},
+                  "dropped rows' KL term with beta > 0 (racro_trl/training/groups.py)."},
     )  # fmt: skip
     reasoner_overlap: bool = field(
         default=True,
@@ -216,7 +216,7 @@ class CROScriptArguments(trl.ScriptArguments):
             )
         if self.image_ablation not in (None, "constant"):
             raise ValueError(f"image_ablation must be 'constant' or unset, got {self.image_ablation!r}")
-        from .grading import GRADERS
+        from ..reasoning.grading import GRADERS
         from .rewards import REASONER_REWARDS
 
         for name in self.reward_funcs:
@@ -313,7 +313,7 @@ class CROScriptArguments(trl.ScriptArguments):
             )
 
     def reasoner_kwargs(self) -> dict:
-        """Backend options for :func:`racro_trl.reasoners.build_reasoner`."""
+        """Backend options for :func:`racro_trl.reasoning.reasoners.build_reasoner`."""
         import os
 
         if self.reasoner_backend == "openai":
@@ -394,8 +394,8 @@ def validate_run(script_args: CROScriptArguments, training_args, num_processes: 
 
 def check_references(script_args: CROScriptArguments, model_args) -> None:
     """Every model and config file the run names exists (a folder with a config.json) or is a Hub id:
-    one line naming the argument otherwise, before the policy loads (references.py)."""
-    from .references import check_model_reference
+    one line naming the argument otherwise, before the policy loads (launch_checks.py)."""
+    from .launch_checks import check_model_reference
     from .rewards import REASONER_REWARDS
 
     check_model_reference(model_args.model_name_or_path, "model_name_or_path")

@@ -46,7 +46,7 @@ _CORPUS_PHRASES = [
     "Question: How many red circles are there? Please describe the image. DO NOT try to answer the question!",
     "The detailed caption of the provided image: a blue square, two green triangles and a yellow circle.",
     "Please think step by step. The final answer MUST BE put in \\boxed{}. The answer is 3.",
-    # The colour task (racro_trl/colour_task.py): its words are whole tokens, as in a real vocabulary.
+    # The colour task (racro_trl/toy/colour_task.py): its words are whole tokens, as in a real vocabulary.
     "What colour is the shape? The shape is red. The shape is green. The shape is blue. The shape is yellow.",
     *["\\boxed{red} \\boxed{green} \\boxed{blue} \\boxed{yellow} \\boxed{none}"] * 3,
 ]
@@ -82,7 +82,7 @@ def build_tokenizer(vocab_size: int = 1000, seed: int = 0, phrases: list[str] = 
     return fast
 
 
-def build_reasoner(
+def build_tiny_reasoner(
     out: str | Path,
     tokenizer=None,
     seed: int = 0,
@@ -207,7 +207,7 @@ def build_tiny_models(
     out_dir: str | Path, seed: int = 0, force: bool = False, colour_task: bool = True
 ) -> dict[str, Path]:
     """Build ``out_dir/policy`` and ``out_dir/reasoner`` (random), and with ``colour_task`` the
-    ``reader`` reasoner and warm-started ``captioner`` of :mod:`racro_trl.colour_task` (about two
+    ``reader`` reasoner and warm-started ``captioner`` of :mod:`racro_trl.toy.colour_task` (about two
     minutes on 2 cores); what is already there is kept unless ``force``."""
     from .colour_task import build_captioner, build_reader
 
@@ -222,7 +222,7 @@ def build_tiny_models(
     if todo & {"policy", "reasoner"} or force:
         tokenizer = build_tokenizer(seed=seed)
         build_policy(paths["policy"], tokenizer, seed)
-        build_reasoner(paths["reasoner"], tokenizer, seed)
+        build_tiny_reasoner(paths["reasoner"], tokenizer, seed)
         todo |= set(paths) - {"policy", "reasoner"}  # built on the new tokenizer
     if "reader" in todo:
         build_reader(paths["reader"], paths["reasoner"], seed)

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from .report import reward_table
+from ..reporting.run_summary import reward_table
 from .rewards import REASONER_REWARDS
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@
    (temperature 0.6, top_p 0.95).
 
 The MLLM runs in vLLM (``vllm``) or transformers (``transformers``, small models and debugging);
-the reasoner is any :mod:`racro_trl.reasoners` backend, e.g. a ``vllm serve`` on other GPUs.
+the reasoner is any :mod:`racro_trl.reasoning.reasoners` backend, e.g. a ``vllm serve`` on other GPUs.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from . import prompts as P
-from .grading import extract_answer
-from .reasoners import Reasoner, Sampling, spawn_vllm_workers
+from ..reasoning import prompts as P
+from ..reasoning.grading import extract_answer
+from ..reasoning.reasoners import Reasoner, Sampling, spawn_vllm_workers
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class RacroPipeline:
 
     Args:
         mllm: a :func:`build_mllm` backend (the trained captioner).
-        reasoner: a :class:`~racro_trl.reasoners.Reasoner` (any text LLM).
+        reasoner: a :class:`~racro_trl.reasoning.reasoners.Reasoner` (any text LLM).
         mllm_sampling / joint_sampling: the stages' sampling (defaults: the original settings).
     """
 

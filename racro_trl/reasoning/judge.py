@@ -5,7 +5,7 @@ with the gold one. ``AnswerJudge`` does the same through any OpenAI-compatible U
 or ``vllm serve`` of an open model): it sees the question, its options and the part of the response
 after the reasoning block, and answers with the final answer alone, or ``NONE``. The extracted
 answer is then graded by the same rules as everywhere else
-(:func:`racro_trl.grading.is_equivalent`). Judged scores are marked as such in every summary and
+(:func:`racro_trl.reasoning.grading.is_equivalent`). Judged scores are marked as such in every summary and
 table (``scoring: judge:<model>``), in rows of their own, so that rule-based and judged numbers
 are never mixed.
 """

@@ -147,7 +147,7 @@ def late_captions(audit_dir: str | Path, window: int = 5, grammar: str | None = 
     the audit JSONL files (constant memory): ``reward`` (mean), ``reward_by_answer`` (mean per gold
     answer), ``worst_answer`` (the gold answer with the lowest mean, and that mean), ``well_formed``
     (share of captions that match ``grammar`` whole; None without one) and ``captions`` (how many)."""
-    from .caption_health import grammar_match
+    from ..training.caption_health import grammar_match
 
     per_step: dict[int, dict] = {}  # step -> {"by_answer": {gold: [sum, n]}, "well_formed": int}
     for path in sorted(Path(audit_dir).glob("*.jsonl")):

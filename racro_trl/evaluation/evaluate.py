@@ -3,7 +3,7 @@
 Each stage's outputs go to a JSONL file in the output folder, appended batch by batch, so an
 interrupted run resumes where it stopped; the stage-3 file is keyed by the reasoner, so changing
 the reasoner re-runs stage 3 only. Scores are rule-based (last ``\\boxed{}``, choice letter or
-option text, math-verify); an LLM judge can extract the answers instead (:mod:`racro_trl.judge`,
+option text, math-verify); an LLM judge can extract the answers instead (:mod:`racro_trl.reasoning.judge`,
 opt-in), and its scores are marked ``judge:<model>``: see README ("Evaluation").
 """
 
@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from .grading import choice_letter, extract_answer, is_equivalent, strip_thinking
+from ..reasoning.grading import choice_letter, extract_answer, is_equivalent, strip_thinking
 from .pipeline import Item, RacroPipeline
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def _run_stage(name: str, cache: StageCache, pending: list[str], run, batch_size
     """
     from tqdm import tqdm
 
-    from .reasoners import ReasonerError
+    from ..reasoning.reasoners import ReasonerError
 
     todo = [i for i in pending if i not in cache.outputs and i not in failed]
     bar = tqdm(total=len(todo), desc=f"stage {name}", unit="sample", disable=not todo)
@@ -189,7 +189,7 @@ def evaluate(
 ) -> dict:
     """Run (or resume) a benchmark and write results; returns the summary.
 
-    ``judge``: an :class:`racro_trl.judge.AnswerJudge` that extracts the final answers (cached in
+    ``judge``: an :class:`racro_trl.reasoning.judge.AnswerJudge` that extracts the final answers (cached in
     ``judge_*.jsonl``); the summary's ``scoring`` is then ``judge:<model>``, else ``rule``.
 
     Writes in ``out``: ``stage1_*.jsonl``, ``stage2_*.jsonl``, ``stage3_*.jsonl`` (caches), and under
@@ -281,7 +281,7 @@ def _judge(
     """The judge's extracted answer per sample index, asked once per sample (a stage cache of its
     own); an output cut off inside its thinking has no answer and is not sent. A judge that still
     fails after the client's retries stops the run (its answers so far are kept)."""
-    from .reasoners import ReasonerError
+    from ..reasoning.reasoners import ReasonerError
 
     cache = StageCache(out / f"judge_{mode}_{_slug(mllm_name, reasoner_name, judge.model)}.jsonl")
     responses = {i: strip_thinking(finals[i]).strip() for i in rows if finals.get(i)}
@@ -349,7 +349,7 @@ def write_reports(results: list[dict], summary: dict, stem: Path) -> None:
 
 def bar_chart(rows: list[tuple[str, int, float]], path: Path, title: str) -> None:
     """A horizontal bar chart of accuracies, overall first."""
-    from .report import pyplot
+    from ..reporting.run_summary import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.9 + 0.35 * len(rows)), dpi=110)
@@ -380,7 +380,7 @@ def evaluate_many(
     judge=None,
     judge_benchmarks: list[str] | None = None,
 ) -> list[dict]:
-    """Every benchmark with every reasoner, then the table of all of them (:mod:`racro_trl.results`).
+    """Every benchmark with every reasoner, then the table of all of them (:mod:`racro_trl.evaluation.results_table`).
 
     ``reasoners`` are (name, builder) pairs, built one at a time and (``close_reasoners``) closed
     after their benchmarks, so that in-process engines never share the GPU.
@@ -392,7 +392,7 @@ def evaluate_many(
     """
     if flat and len(benchmarks) * len(reasoners) != 1:
         raise BenchmarkError("a flat output folder holds one benchmark with one reasoner")
-    from .results import write_table
+    from .results_table import write_table
 
     out = Path(out)
     summaries = []

@@ -1,0 +1,1 @@
+"""Training data: loading and converting datasets, the synthetic sample, ``racro prepare-data``."""

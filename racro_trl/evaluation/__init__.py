@@ -1,0 +1,1 @@
+"""``racro eval``: the captioner -> reasoner pipeline, benchmark files, scoring and the results table."""

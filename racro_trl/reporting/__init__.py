@@ -1,0 +1,1 @@
+"""What a run shows its user: the reward table and curves, the caption viewer."""

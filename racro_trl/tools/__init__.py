@@ -1,0 +1,1 @@
+"""The ``racro`` command line, ``make demo``, and checkpoint export."""

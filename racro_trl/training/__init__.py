@@ -1,0 +1,1 @@
+"""CRO training: the trainer and its TRL seams, the caption reward, the recipe's arguments, launch checks."""
