@@ -51,7 +51,8 @@ def main() -> None:
 
     import torch
     from multi_gpu_cro import Sampler
-    from shapes import policy_dir
+
+    from racro_trl.toy.shapes import policy_dir
 
     runs = [(int(n), False) for n in args.sizes.split(",") if n] + [
         (int(n), True) for n in args.sleep_sizes.split(",") if n

@@ -109,7 +109,7 @@ def main() -> None:
         args.prompts, args.caption_tokens, args.reasoner_tokens, args.steps = 4, 8, 8, 2
         image_size = 96
     else:
-        from shapes import policy_dir, printable_token_ids, reasoner_dir
+        from racro_trl.toy.shapes import policy_dir, printable_token_ids, reasoner_dir
 
         policy = tmp / "qwen2.5-vl-3b"
         if not (policy / "config.json").exists():

@@ -31,12 +31,12 @@ def main() -> None:
     parser.add_argument("--reasoner-tokens", type=int, default=4096)
     args = parser.parse_args()
 
-    import shapes
     import torch
 
     from racro_trl.data.training_data import sample_rows
     from racro_trl.evaluation.pipeline import VLLMMLLM, Item, RacroPipeline
     from racro_trl.reasoning.reasoners import Sampling, VLLMReasoner
+    from racro_trl.toy import shapes
 
     tmp = Path(tempfile.mkdtemp())
     text, vision = (

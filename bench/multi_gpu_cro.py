@@ -19,7 +19,7 @@ Layouts (the policy's captions are sampled by TRL's colocated vLLM unless said o
 2. `accelerate launch --config_file configs/accelerate/zero3.yaml recipes/cro.py --config <recipe>`
    where the recipe is recipes/qwen2.5-vl-3b/cro.yaml with shortened lengths, a random
    Qwen2.5-VL-3B-shaped policy, `reasoner_backend: openai` and captions restricted to printable
-   single-byte tokens (bench/shapes.py: a caption of n tokens reaches the reasoner as n tokens).
+   single-byte tokens (racro_trl/toy/shapes.py: a caption of n tokens reaches the reasoner as n tokens).
    Sampled every 0.5 s meanwhile: each GPU's memory (nvidia-smi) and the server's generated tokens
    and running requests (its Prometheus /metrics).
 3. Printed: each rank's share of the policy's parameters, the step time split (TRL's step_time,
@@ -113,8 +113,9 @@ def recipe(args, policy: Path, reasoner: Path, url: str | None, out_dir: Path, t
            policy_url: str | None = None) -> Path:  # fmt: skip
     """recipes/qwen2.5-vl-3b/cro.yaml with the bench's models, servers and shortened lengths."""
     import yaml
-    from shapes import printable_token_ids
     from transformers import AutoTokenizer
+
+    from racro_trl.toy.shapes import printable_token_ids
 
     config = yaml.safe_load((REPO / "recipes/qwen2.5-vl-3b/cro.yaml").read_text())
     config.update(
@@ -269,10 +270,10 @@ def main() -> None:
     args.policy_vllm_memory = args.policy_vllm_memory or (0.15 if shared else 0.3)
 
     import torch
-    from shapes import policy_dir, reasoner_dir, wait_healthy
 
     from racro_trl.reasoning import prompts as P
     from racro_trl.reasoning.reasoners import OpenAIReasoner, Sampling
+    from racro_trl.toy.shapes import policy_dir, reasoner_dir, wait_healthy
 
     gpus = list(range(torch.cuda.device_count()))
     k = args.server_dp

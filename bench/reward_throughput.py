@@ -79,7 +79,7 @@ def main() -> None:
             8,
         )
     else:
-        from shapes import reasoner_dir
+        from racro_trl.toy.shapes import reasoner_dir
 
         model_dir = reasoner_dir(tmp / "r1-distill-qwen-7b")
         # No prefix caching: the second pass over the same prompts must not skip their prefill.
@@ -168,9 +168,8 @@ def served_reward_rate(model_dir, engine, args, completions, questions, sampling
     import socket
     import subprocess
 
-    from shapes import wait_healthy
-
     from racro_trl.reasoning.reasoners import OpenAIReasoner
+    from racro_trl.toy.shapes import wait_healthy
     from racro_trl.training.rewards import CaptionReward
 
     with socket.socket() as s:

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from conftest import free_port
+from helpers import free_port
 from racro_trl.evaluation.benchmarks import PAPER_BENCHMARKS, DownloadError, benchmark_file
 from racro_trl.tools.cli import main
 

@@ -9,7 +9,7 @@ reward of the last 5 logged steps within 0.1 of chance (1/4). Measured on 2 core
 
 import pytest
 
-from conftest import STEPS, TWO_RANKS, served_colour_run
+from helpers import STEPS, TWO_RANKS, served_colour_run
 from racro_trl.reporting.run_summary import first_last_rewards
 from racro_trl.toy.colour_task import CHANCE
 

@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 MODULES = sorted(
     ".".join(path.relative_to(REPO).with_suffix("").parts)

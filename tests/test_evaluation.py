@@ -1,13 +1,11 @@
 """Benchmark evaluation on a synthetic VLMEvalKit TSV: stages, caching, resume, scoring, reports."""
 
-import base64
 import csv
-import io
 import json
 
 import pytest
 
-from conftest import free_port, racro
+from helpers import b64, free_port, racro
 from racro_trl.data.training_data import sample_rows
 from racro_trl.evaluation.evaluate import (
     BenchmarkError,
@@ -21,12 +19,6 @@ from racro_trl.evaluation.pipeline import Item, RacroPipeline
 from racro_trl.reasoning.reasoners import Sampling
 
 COLUMNS = ["index", "image", "question", "hint", "A", "B", "C", "answer", "category"]
-
-
-def b64(image) -> str:
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 def write_tsv(path, n=6, corrupt=True):

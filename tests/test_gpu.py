@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
+from helpers import (
     PYTHON,
     REPO,
     TWO_RANKS,
@@ -223,10 +223,7 @@ def test_multinode_config_trains_on_two_machines(colour_models, colour_data, tmp
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_gpu_recipe_launches_as_shipped(recipe, colour_models, colour_data, tmp_path):
-    import sys
-
-    sys.path.insert(0, str(REPO / "bench"))
-    from shapes import QWEN25_VL_7B_TEXT, QWEN25_VL_7B_VISION, policy_dir
+    from racro_trl.toy.shapes import QWEN25_VL_7B_TEXT, QWEN25_VL_7B_VISION, policy_dir
 
     shape = {"text": QWEN25_VL_7B_TEXT, "vision": QWEN25_VL_7B_VISION} if "7b" in recipe else {}
     policy = policy_dir(tmp_path / "policy", **shape)

@@ -7,7 +7,7 @@ from itertools import groupby
 import pytest
 import torch
 
-from conftest import PYTHON, REPO, run_logged
+from helpers import PYTHON, REPO, run_logged
 from racro_trl.training.sampled_prompt import aligned_size, vision_token_ids
 
 

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from hub_standin import TOKEN, HubStandIn
 
-from conftest import PYTHON, REPO
+from helpers import PYTHON, REPO
 
 
 def run(tiny_models, output_dir, hub, token, *extra):

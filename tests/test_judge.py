@@ -9,9 +9,8 @@ import json
 
 import pytest
 from reasoner_standin import MODEL, ReasonerStandIn
-from test_evaluation import b64
 
-from conftest import free_port, racro
+from helpers import b64, free_port, racro
 from racro_trl.data.training_data import sample_rows
 from racro_trl.evaluation.evaluate import _slug, evaluate
 from racro_trl.evaluation.results_table import table_rows, write_table

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import PYTHON, REPO, racro, run_logged
+from helpers import PYTHON, REPO, racro, run_logged
 from racro_trl.training.launch_checks import check_model_reference
 
 FAST = 20.0  # seconds: the bound for a launch that must fail (the recipe's imports take ~10 s)

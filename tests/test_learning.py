@@ -10,7 +10,7 @@ reward and the share of well-formed captions over the last 5 steps. Measured on 
 
 import pytest
 
-from conftest import (
+from helpers import (
     TWO_RANKS,
     assert_learned,
     assert_rewards_follow_ranks,

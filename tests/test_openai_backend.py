@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import PYTHON, REPO, free_port, racro
+from helpers import PYTHON, REPO, free_port, racro
 from racro_trl.reasoning import prompts
 from racro_trl.reasoning.reasoners import OpenAIReasoner, ReasonerError, Sampling, build_reasoner
 from racro_trl.toy.colour_task import COLOURS, QUESTION, caption

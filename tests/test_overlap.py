@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import audit, served_colour_run
+from helpers import audit, served_colour_run
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import PYTHON, REPO, racro
+from helpers import PYTHON, REPO, racro
 from racro_trl.data.prepare import PrepareError, PrepareOptions, prepare_virl39k
 from racro_trl.data.training_data import from_verl_format, load_dataset_any, to_training_format
 

@@ -9,7 +9,7 @@ import logging
 import pytest
 from reasoner_standin import ReasonerStandIn
 
-from conftest import logged_steps, run_logged, tiny_launch
+from helpers import logged_steps, run_logged, tiny_launch
 from racro_trl.reasoning.reasoners import OpenAIReasoner, ReasonerError, Sampling
 from racro_trl.training.rewards import CaptionReward
 

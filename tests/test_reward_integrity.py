@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from reasoner_standin import ReasonerStandIn
 
-from conftest import PYTHON, REPO
+from helpers import PYTHON, REPO
 from racro_trl.reasoning.grading import GRADERS, caption_leak, parse_choices
 from racro_trl.reasoning.reasoners import OpenAIReasoner, Sampling
 from racro_trl.training.rewards import CaptionReward, caption_leak_penalty

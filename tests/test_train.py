@@ -15,7 +15,7 @@ import pytest
 import torch
 from browser import CHROMIUM
 
-from conftest import CAPTIONS, STEPS, assert_learned, audit, colour_launch, logged_steps, run_logged
+from helpers import CAPTIONS, STEPS, assert_learned, audit, colour_launch, logged_steps, run_logged
 from racro_trl.toy.colour_task import QUESTION
 
 pytestmark = pytest.mark.slow

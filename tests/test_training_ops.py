@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import PYTHON, REPO, racro, run_logged, tiny_launch
+from helpers import PYTHON, REPO, racro, run_logged, tiny_launch
 
 pytestmark = pytest.mark.slow
 

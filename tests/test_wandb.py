@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import PYTHON, REPO
+from helpers import PYTHON, REPO
 
 wandb = pytest.importorskip("wandb")
 

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from conftest import PYTHON, REPO, free_port, tiny_launch
+from helpers import PYTHON, REPO, free_port, tiny_launch
 
 pytest.importorskip("deepspeed")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from racro_trl.toy.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS
+from .tiny import CHAT_TEMPLATE, SPECIAL_TOKENS
 
 R1_DISTILL_QWEN_7B = {
     "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944,
