@@ -35,7 +35,7 @@ def main() -> None:
 
     from racro_trl.data.training_data import sample_rows
     from racro_trl.evaluation.pipeline import VLLMMLLM, Item, RacroPipeline
-    from racro_trl.reasoning.reasoners import Sampling, VLLMReasoner
+    from racro_trl.reasoning.reasoners import Sampling, TokenCount, VLLMReasoner
     from racro_trl.toy import shapes
 
     tmp = Path(tempfile.mkdtemp())
@@ -64,6 +64,7 @@ def main() -> None:
     items = [Item([r["images"][0].resize((1024, 768))], r["question"]) for r in rows]
     mllm_sampling = Sampling(temperature=0.0, top_p=1.0, max_tokens=args.mllm_tokens)
     joint = Sampling(temperature=0.6, top_p=0.95, max_tokens=args.reasoner_tokens)
+    reasoner = TokenCount(reasoner)
     pipeline = RacroPipeline(mllm, reasoner, mllm_sampling, joint)
     pipeline.tentative(items[:8]), pipeline.caption(items[:8])  # warm-up (CUDA graphs)
     pipeline.reason([i.question for i in items[:8]], ["a caption"] * 8, ["a tentative answer"] * 8)
@@ -78,7 +79,7 @@ def main() -> None:
     start = time.perf_counter()
     pipeline.reason([i.question for i in items], captions, tentatives)
     times["3 reasoner"] = time.perf_counter() - start
-    reasoner_tokens = reasoner.last_output_tokens
+    reasoner_tokens = reasoner.tokens
 
     scale = 100 / args.samples
     print(f"device: {torch.cuda.get_device_name()}; captioner Qwen2.5-VL-{args.mllm.upper()} shape, reasoner "

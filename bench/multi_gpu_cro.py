@@ -334,10 +334,10 @@ def main() -> None:
             step_requests = args.per_device * len(roles["training"])
             for n in sorted({step_requests, args.standalone_requests}):
                 start = time.perf_counter()
-                client.generate(chats[:n], 1, sampling)
+                tokens = client.generate(chats[:n], 1, sampling).tokens
                 seconds = time.perf_counter() - start
-                standalone[n] = client.last_output_tokens / seconds
-                print(f"server standalone, {n} concurrent requests: {client.last_output_tokens} output tokens in "
+                standalone[n] = tokens / seconds
+                print(f"server standalone, {n} concurrent requests: {tokens} output tokens in "
                       f"{seconds:.1f}s = {standalone[n]:.0f} tok/s")  # fmt: skip
 
         runs = {"off": [False], "on": [True], "both": [False, True]}[args.overlap]

@@ -62,7 +62,7 @@ def main() -> None:
     from vllm import SamplingParams
 
     from racro_trl.reasoning import prompts as P
-    from racro_trl.reasoning.reasoners import Sampling, TransformersReasoner, VLLMReasoner
+    from racro_trl.reasoning.reasoners import Sampling, TokenCount, TransformersReasoner, VLLMReasoner
     from racro_trl.training.rewards import CaptionReward
 
     tmp = Path(tempfile.mkdtemp())
@@ -111,12 +111,12 @@ def main() -> None:
     plain_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     print(f"standalone done in {plain_s:.1f}s", flush=True)
 
-    reward = CaptionReward(reasoner, sampling=sampling, audit_dir=tmp / "audit")
+    reward = CaptionReward(counted := TokenCount(reasoner), sampling=sampling, audit_dir=tmp / "audit")
     completions = [[{"role": "assistant", "content": c}] for c in caps]
     start = time.perf_counter()
     rewards = reward(None, completions, question=questions, answer=["3"] * len(caps))
     reward_s = time.perf_counter() - start
-    reward_tokens = reasoner.last_output_tokens
+    reward_tokens = counted.tokens
     assert len(rewards) == len(caps)
 
     plain_rate, reward_rate = plain_tokens / plain_s, reward_tokens / reward_s
@@ -153,9 +153,8 @@ def main() -> None:
     hf_sampling = Sampling(temperature=1.0, top_p=1.0, max_tokens=args.hf_max_tokens)
     hf.generate(chats[:2], 1, Sampling(max_tokens=4))  # warm-up
     start = time.perf_counter()
-    hf.generate(chats[: args.hf_requests], 1, hf_sampling)
+    hf_tokens = hf.generate(chats[: args.hf_requests], 1, hf_sampling).tokens
     hf_s = time.perf_counter() - start
-    hf_tokens = hf.last_output_tokens
     hf_rate = hf_tokens / hf_s
     print(
         f"transformers generate (batch 16): {hf_tokens} output tokens in {hf_s:.1f}s = {hf_rate:.0f} tok/s ({args.hf_requests} requests, max {args.hf_max_tokens} new)"
@@ -168,7 +167,7 @@ def served_reward_rate(model_dir, engine, args, completions, questions, sampling
     import socket
     import subprocess
 
-    from racro_trl.reasoning.reasoners import OpenAIReasoner
+    from racro_trl.reasoning.reasoners import OpenAIReasoner, TokenCount
     from racro_trl.toy.shapes import wait_healthy
     from racro_trl.training.rewards import CaptionReward
 
@@ -185,15 +184,16 @@ def served_reward_rate(model_dir, engine, args, completions, questions, sampling
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_healthy(f"http://127.0.0.1:{port}", server, tmp / "server.log")
-        client = OpenAIReasoner(f"http://127.0.0.1:{port}/v1", concurrency=len(completions))
+        client = TokenCount(OpenAIReasoner(f"http://127.0.0.1:{port}/v1", concurrency=len(completions)))
         reward = CaptionReward(client, sampling=sampling, audit_dir=tmp / "audit-served")
         reward(None, completions[:64], question=questions[:64], answer=["3"] * 64)  # warm-up
+        client.tokens = 0  # the warm-up's left out
         start = time.perf_counter()
         reward(None, completions, question=questions, answer=["3"] * len(completions))
         seconds = time.perf_counter() - start
-        rate = client.last_output_tokens / seconds
+        rate = client.tokens / seconds
         print(
-            f"CaptionReward, served (openai client, {len(completions)} in flight): {client.last_output_tokens} "
+            f"CaptionReward, served (openai client, {len(completions)} in flight): {client.tokens} "
             f"output tokens in {seconds:.1f}s = {rate:.0f} tok/s"
         )
         client.close()

@@ -51,9 +51,9 @@ def test_vllm_reasoner_on_gpu(tiny_models):
     )
     assert reasoner.request_seeds, "per-request seeds are used on GPU"
     chats = [[{"role": "user", "content": f"caption {i}"}] for i in range(16)]
-    first = reasoner.generate(chats, 4, Sampling(max_tokens=8, seed=3))
+    first = reasoner.generate(chats, 4, Sampling(max_tokens=8, seed=3)).texts
     assert len(first) == 16 and all(len(a) == 4 for a in first)
-    assert first == reasoner.generate(chats, 4, Sampling(max_tokens=8, seed=3))
+    assert first == reasoner.generate(chats, 4, Sampling(max_tokens=8, seed=3)).texts
     assert sum("\\boxed{" in t for a in first for t in a) > 32
     reasoner.close()
 
@@ -66,13 +66,13 @@ def test_sleeping_vllm_reasoner_frees_its_memory_and_answers_the_same(tiny_model
     chats = [[{"role": "user", "content": f"caption {i}"}] for i in range(8)]
     engine = {"gpu_memory_utilization": 0.15, "max_model_len": 1024, "enforce_eager": True}
     awake = build_reasoner("vllm", str(tiny_models["reasoner"]), **engine)
-    expected = awake.generate(chats, 2, Sampling(max_tokens=8, seed=3))
+    expected = awake.generate(chats, 2, Sampling(max_tokens=8, seed=3)).texts
     awake.close()
     free, total = torch.cuda.mem_get_info()
     reasoner = build_reasoner("vllm", str(tiny_models["reasoner"]), sleep=True, **engine)
     held = free - torch.cuda.mem_get_info()[0]  # the engine is asleep once built
     assert held < 0.05 * total, f"asleep, the engine still holds {held / 2**30:.1f} GiB"
-    assert reasoner.generate(chats, 2, Sampling(max_tokens=8, seed=3)) == expected
+    assert reasoner.generate(chats, 2, Sampling(max_tokens=8, seed=3)).texts == expected
     assert free - torch.cuda.mem_get_info()[0] < 0.05 * total, "asleep again after the call"
     reasoner.close()
 

@@ -22,10 +22,12 @@ def test_server_backend_answers_batches(reader_server, tmp_path):
     # the reader's own prompt (it boxes a colour or `none` for any caption), well-formed captions or not
     captions = [caption(COLOURS[i % 4]) if i % 2 else f"caption {i}" for i in range(10)]
     chats = [prompts.reasoner_reward_messages(c, QUESTION) for c in captions]
-    answers = reasoner.generate(chats, 3, Sampling(max_tokens=8, seed=0))
+    reply = reasoner.generate(chats, 3, Sampling(max_tokens=8, seed=0))
+    answers = reply.texts
     assert len(answers) == 10 and all(len(a) == 3 for a in answers)
     assert sum("\\boxed{" in text for a in answers for text in a) > 25
-    assert reasoner.last_output_tokens >= 30, "the server's token counts (usage) are summed"
+    assert reply.tokens >= 30, "the server's token counts (usage) are summed"
+    assert len(reply.truncated) == 10 and not reply.errors
 
     # Rewards follow their captions: the reader boxes the colour a caption names (greedy, one answer each).
     reward = CaptionReward(
@@ -44,8 +46,8 @@ def test_server_backend_answers_batches(reader_server, tmp_path):
 def test_server_seeds_make_answers_reproducible(reader_server):
     reasoner = OpenAIReasoner(reader_server)
     chats = [[{"role": "user", "content": f"question {i}"}] for i in range(4)]
-    first = reasoner.generate(chats, 2, Sampling(max_tokens=8, seed=7))
-    assert first == reasoner.generate(chats, 2, Sampling(max_tokens=8, seed=7))
+    first = reasoner.generate(chats, 2, Sampling(max_tokens=8, seed=7)).texts
+    assert first == reasoner.generate(chats, 2, Sampling(max_tokens=8, seed=7)).texts
 
 
 def test_unreachable_server_fails_after_bounded_retries():

@@ -13,7 +13,7 @@ from reasoner_standin import ReasonerStandIn
 
 from helpers import PYTHON, REPO
 from racro_trl.reasoning.grading import GRADERS, caption_leak, parse_choices
-from racro_trl.reasoning.reasoners import OpenAIReasoner, Sampling
+from racro_trl.reasoning.reasoners import Answers, OpenAIReasoner, Sampling
 from racro_trl.training.rewards import CaptionReward, caption_leak_penalty
 
 DATA = Path(__file__).parent / "data"
@@ -163,8 +163,8 @@ class LongAnswers:
     name = "long-answers"
     ANSWER = "Wait, let me recount the bars. " * 1100 + "\\boxed{12}"
 
-    def generate(self, chats, n, sampling):
-        return [[self.ANSWER] * n for _ in chats]
+    def generate(self, chats, n, sampling, *, partial=False):
+        return Answers([[self.ANSWER] * n for _ in chats], [[False] * n for _ in chats])
 
 
 def test_audit_default_stays_under_its_stated_size(tmp_path):

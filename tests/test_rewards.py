@@ -17,9 +17,9 @@ class CountingReasoner:
     def __init__(self, inner):
         self.inner, self.batches, self.name = inner, [], inner.name
 
-    def generate(self, chats, n, sampling):
+    def generate(self, chats, n, sampling, *, partial=False):
         self.batches.append((chats, n))
-        return self.inner.generate(chats, n, sampling)
+        return self.inner.generate(chats, n, sampling, partial=partial)
 
     def close(self):
         pass
@@ -93,14 +93,14 @@ class RecordingReasoner:
     def __init__(self, inner):
         self.inner, self.outputs, self.truncated = inner, [], []
 
-    def __getattr__(self, name):  # name, last_truncated, ...: the real reasoner's
+    def __getattr__(self, name):  # name, ...: the real reasoner's
         return getattr(self.inner, name)
 
-    def generate(self, chats, n, sampling):
-        outputs = self.inner.generate(chats, n, sampling)
-        self.outputs += outputs
-        self.truncated += self.inner.last_truncated
-        return outputs
+    def generate(self, chats, n, sampling, *, partial=False):
+        answers = self.inner.generate(chats, n, sampling, partial=partial)
+        self.outputs += answers.texts
+        self.truncated += answers.truncated
+        return answers
 
 
 def test_grading_of_real_outputs_is_consistent(vllm_reasoner):

@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent(
     reasoner = build_reasoner("transformers", model)
     weight = reasoner.model.model.embed_tokens.weight
     print("REASONER", tuple(weight.shape), hasattr(weight, "ds_id"))
-    print("ANSWER", reasoner.generate([[{"role": "user", "content": "hi"}]], 2, __import__("racro_trl.reasoning.reasoners").reasoners.Sampling(max_tokens=4)))
+    print("ANSWER", reasoner.generate([[{"role": "user", "content": "hi"}]], 2, __import__("racro_trl.reasoning.reasoners").reasoners.Sampling(max_tokens=4)).texts)
     assert is_deepspeed_zero3_enabled(), "the policy's ZeRO-3 registration is restored"
     with deepspeed.zero.Init(config_dict_or_path=config):
         try:

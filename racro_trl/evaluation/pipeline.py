@@ -185,7 +185,7 @@ class RacroPipeline:
                 P.joint_messages(c, q, t) for c, q, t in zip(captions, questions, tentatives, strict=True)
             ]
         return self._timed(
-            "reason", lambda: [a[0] for a in self.reasoner.generate(chats, 1, self.joint_sampling)]
+            "reason", lambda: [a[0] for a in self.reasoner.generate(chats, 1, self.joint_sampling).texts]
         )
 
     def answer(self, items: list[Item]) -> list[dict]:

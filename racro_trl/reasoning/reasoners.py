@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,38 @@ class Sampling:
         return None if self.seed is None else self.seed + index
 
 
+@dataclass
+class Answers:
+    """What one :meth:`Reasoner.generate` call gives back.
+
+    ``texts``: ``n`` answers per chat, in order (None for a chat whose request failed for good, with
+    ``partial``); ``truncated``: per answer, whether it ran out of ``max_tokens`` (empty for a failed
+    chat); ``errors``: why each failed chat failed, by its index; ``tokens``: output tokens of the call;
+    ``seconds``: the call's wall time."""
+
+    texts: list[list[str] | None]
+    truncated: list[list[bool]]
+    errors: dict[int, str] = field(default_factory=dict)
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+class TokenCount:
+    """A reasoner that sums the output tokens of every call (``tokens``): for throughput figures over
+    several calls, or over calls another object makes (the reward, the evaluation pipeline)."""
+
+    def __init__(self, inner: Reasoner):
+        self.inner, self.name, self.tokens = inner, inner.name, 0
+
+    def generate(self, chats: list[Chat], n: int, sampling: Sampling, *, partial: bool = False) -> Answers:
+        answers = self.inner.generate(chats, n, sampling, partial=partial)
+        self.tokens += answers.tokens
+        return answers
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class ReasonerError(RuntimeError):
     """The reasoner could not answer (server unreachable, bad reply, ...)."""
 
@@ -51,11 +83,10 @@ class Reasoner(Protocol):
 
     name: str
 
-    def generate(
-        self, chats: list[Chat], n: int, sampling: Sampling, *, partial: bool = False
-    ) -> list[list[str] | None]:
-        """Return ``n`` sampled answers for every chat, in order. ``partial``: a chat whose request
-        failed for good gives None (backends that answer a whole batch or nothing never do)."""
+    def generate(self, chats: list[Chat], n: int, sampling: Sampling, *, partial: bool = False) -> Answers:
+        """``n`` sampled answers for every chat, in order. ``partial``: a chat whose request failed for good
+        answers None, with its error in ``errors`` (backends that answer a whole batch or raise never do);
+        without it, any failure raises :class:`ReasonerError`."""
         ...
 
     def close(self) -> None:
@@ -181,7 +212,6 @@ class VLLMReasoner:
         # vLLM's CPU sampler cannot resume a seeded generator across chunked-prefill steps ("CPU
         # Generator does not use offset"), so on CPU only the engine seed makes runs reproducible.
         self.request_seeds = not current_platform.is_cpu()
-        self.last_output_tokens = 0
         if sleep:
             self.llm.sleep(level=1)
         logger.info(
@@ -195,11 +225,10 @@ class VLLMReasoner:
             self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats
         ]
 
-    def generate(
-        self, chats: list[Chat], n: int, sampling: Sampling, *, partial: bool = False
-    ) -> list[list[str]]:
+    def generate(self, chats: list[Chat], n: int, sampling: Sampling, *, partial: bool = False) -> Answers:
         from vllm import SamplingParams
 
+        start = time.perf_counter()
         params = [
             SamplingParams(
                 n=n,
@@ -217,9 +246,12 @@ class VLLMReasoner:
         finally:
             if self.sleep:
                 self.llm.sleep(level=1)
-        self.last_output_tokens = sum(len(c.token_ids) for out in outputs for c in out.outputs)
-        self.last_truncated = [[c.finish_reason == "length" for c in out.outputs] for out in outputs]
-        return [[c.text for c in out.outputs] for out in outputs]
+        return Answers(
+            texts=[[c.text for c in out.outputs] for out in outputs],
+            truncated=[[c.finish_reason == "length" for c in out.outputs] for out in outputs],
+            tokens=sum(len(c.token_ids) for out in outputs for c in out.outputs),
+            seconds=time.perf_counter() - start,
+        )
 
     def close(self) -> None:
         engine = getattr(self.llm, "llm_engine", None)
@@ -254,7 +286,7 @@ class OpenAIReasoner:
     request, None: :func:`request_timeout` of the call's ``max_tokens``.
 
     ``generate(..., partial=True)`` gives None for a chat whose request failed for good (the reason
-    in ``last_errors``) and answers the others; without it the first failure raises ReasonerError.
+    in ``errors``) and answers the others; without it the first failure raises ReasonerError.
     """
 
     name = "openai"
@@ -287,9 +319,6 @@ class OpenAIReasoner:
             ),
         )
         self.model = self._served_model(model)
-        self.last_output_tokens = 0
-        self.last_errors: dict[int, str] = {}
-        self.last_truncated: list[list[bool]] = []
         logger.info("OpenAI-compatible reasoner %s at %s", self.model, self.url)
 
     def _served_model(self, model: str | None) -> str:
@@ -344,10 +373,10 @@ class OpenAIReasoner:
             tokens,
         )
 
-    def generate(
-        self, chats: list[Chat], n: int, sampling: Sampling, *, partial: bool = False
-    ) -> list[list[str] | None]:
+    def generate(self, chats: list[Chat], n: int, sampling: Sampling, *, partial: bool = False) -> Answers:
         import openai
+
+        start = time.perf_counter()
 
         def one(i: int):
             try:
@@ -358,16 +387,20 @@ class OpenAIReasoner:
 
         with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(chats)))) as pool:
             results = list(pool.map(one, range(len(chats))))
-        self.last_errors = {i: r for i, r in enumerate(results) if isinstance(r, str)}
-        self.last_output_tokens = sum(r[2] for r in results if not isinstance(r, str))
-        self.last_truncated = [[] if isinstance(r, str) else r[1] for r in results]
-        if self.last_errors and not partial:
-            i, error = next(iter(self.last_errors.items()))
+        errors = {i: r for i, r in enumerate(results) if isinstance(r, str)}
+        if errors and not partial:
+            i, error = next(iter(errors.items()))
             raise ReasonerError(
-                f"reasoner at {self.url}: {len(self.last_errors)} of {len(chats)} requests failed after "
+                f"reasoner at {self.url}: {len(errors)} of {len(chats)} requests failed after "
                 f"{self.client.max_retries} retries; request {i}: {error}"
             )
-        return [None if isinstance(r, str) else r[0] for r in results]
+        return Answers(
+            texts=[None if isinstance(r, str) else r[0] for r in results],
+            truncated=[[] if isinstance(r, str) else r[1] for r in results],
+            errors=errors,
+            tokens=sum(r[2] for r in results if not isinstance(r, str)),
+            seconds=time.perf_counter() - start,
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -393,7 +426,6 @@ class TransformersReasoner:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
         self.batch_size = batch_size
-        self.last_output_tokens = 0
         partitioned = any(hasattr(p, "ds_id") for p in self.model.parameters())
         logger.info(
             "transformers reasoner: %d parameters, ZeRO-3 partitioned: %s",
@@ -401,27 +433,32 @@ class TransformersReasoner:
             partitioned,
         )
 
-    def generate(
-        self, chats: list[Chat], n: int, sampling: Sampling, *, partial: bool = False
-    ) -> list[list[str]]:
+    def generate(self, chats: list[Chat], n: int, sampling: Sampling, *, partial: bool = False) -> Answers:
         import torch
 
+        start = time.perf_counter()
         # A seeded call must not reseed the caller's (the trainer's) random stream: fork it.
         with torch.random.fork_rng(
             devices=[] if self.device == "cpu" else None, enabled=sampling.seed is not None
         ):
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
-            return self._generate(chats, n, sampling)
+            answers = self._generate(chats, n, sampling)
+        answers.seconds = time.perf_counter() - start
+        return answers
 
-    def _generate(self, chats: list[Chat], n: int, sampling: Sampling) -> list[list[str]]:
+    def _generate(self, chats: list[Chat], n: int, sampling: Sampling) -> Answers:
         import torch
 
         texts = [
             self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats
         ]
         answers: list[list[str]] = []
-        self.last_output_tokens = 0
+        truncated: list[list[bool]] = []
+        tokens = 0
+        stops = getattr(self.model.generation_config, "eos_token_id", None)
+        stops = stops if isinstance(stops, list) else [stops]
+        ends = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id, *stops} - {None}
         for i in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(texts[i : i + self.batch_size], return_tensors="pt", padding=True).to(
                 self.device
@@ -437,10 +474,13 @@ class TransformersReasoner:
                     pad_token_id=self.tokenizer.pad_token_id,
                 )
             new = out[:, batch["input_ids"].shape[1] :]
-            self.last_output_tokens += new.numel()  # token positions, padding after an early stop included
+            tokens += new.numel()  # token positions, padding after an early stop included
             decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
             answers += [decoded[j : j + n] for j in range(0, len(decoded), n)]
-        return answers
+            # an answer that holds no end token ran to max_new_tokens
+            cut = [not any(int(t) in ends for t in row) for row in new]
+            truncated += [cut[j : j + n] for j in range(0, len(cut), n)]
+        return Answers(texts=answers, truncated=truncated, tokens=tokens)
 
     def close(self) -> None:
         self.model = None

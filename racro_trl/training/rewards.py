@@ -12,14 +12,13 @@ import contextlib
 import importlib
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from ..reasoning import prompts as P
 from ..reasoning.grading import GRADERS, caption_leak, extract_answer, parse_choices
-from ..reasoning.reasoners import Reasoner, ReasonerError, Sampling
+from ..reasoning.reasoners import Answers, Reasoner, ReasonerError, Sampling
 from .caption_health import mean_known_words, well_formed_share
 
 logger = logging.getLogger(__name__)
@@ -184,11 +183,12 @@ class CaptionReward:
         **kwargs,
     ):
         captions = [completion_text(c) for c in completions]
-        sampling, (outputs, tokens, errors, truncated, seconds) = self._collect(captions, list(question))
-        sent_ahead = outputs is not None
+        sampling, reply = self._collect(captions, list(question))
+        sent_ahead = reply is not None
         if not sent_ahead:  # nothing sent ahead for these captions: ask now
             sampling = self._seeded(trainer_state)
-            outputs, tokens, errors, truncated, seconds = self._ask(captions, question, sampling)
+            reply = self._ask(captions, question, sampling)
+        outputs, truncated, errors = reply.texts, reply.truncated, reply.errors
         blind = self._blind_accuracy(question, answer, sampling) if self.blind_samples else None
         self.calls += 1
         failed, total = _sum_over_processes(len(errors), len(captions))
@@ -236,7 +236,7 @@ class CaptionReward:
             "known_words": mean_known_words(captions),
             "failed": failed / max(total, 1),
             "failed_total": self.failed_total,
-            "reasoner_seconds": seconds,
+            "reasoner_seconds": reply.seconds,
             "sent_ahead": float(sent_ahead),
         }
         if self.grammar is not None:
@@ -245,8 +245,8 @@ class CaptionReward:
             scored = [r["reward"] for r in records if r["gold"] == gold]
             if scored:
                 stats[f"reward_by_answer/{gold}"] = sum(scored) / len(scored)
-        if tokens:
-            stats["reasoner_tokens_per_second"] = tokens / max(seconds, 1e-9)
+        if reply.tokens:
+            stats["reasoner_tokens_per_second"] = reply.tokens / max(reply.seconds, 1e-9)
         if blind is not None:
             per_prompt = {self._key(q, g): b for q, g, b in zip(question, answer, blind, strict=True)}
             stats["accuracy"] = sum(r["accuracy"] for r in records) / max(len(records), 1)
@@ -269,7 +269,7 @@ class CaptionReward:
         logger.info(
             "%s call %d (step %s): %d captions x %d samples in %.1fs, mean reward %.3f, no answer %d/%d, "
             "leaks %d, failed %d",
-            self.__name__, self.calls, step, len(captions), self.num_samples, seconds, stats["reward_mean"],
+            self.__name__, self.calls, step, len(captions), self.num_samples, reply.seconds, stats["reward_mean"],
             answers.count(None), len(answers), sum(r["leak"] for r in records), len(errors),
         )  # fmt: skip
         return rewards
@@ -288,11 +288,11 @@ class CaptionReward:
         self._sent = (captions, question, sampling, future)
 
     def _collect(self, captions: list[str] | None, question: list[str] | None) -> tuple:
-        """(sampling, answers) sent ahead for exactly these captions and questions, else (None, Nones);
+        """(sampling, answers) sent ahead for exactly these captions and questions, else (None, None);
         a batch sent for other captions is awaited and dropped."""
         sent, self._sent = self._sent, None
         if sent is None:
-            return None, (None,) * 5
+            return None, None
         if (sent[0], sent[1]) == (captions, question):
             return sent[2], sent[3].result()
         if captions is not None:
@@ -301,29 +301,13 @@ class CaptionReward:
             )
         with contextlib.suppress(Exception):
             sent[3].result()
-        return None, (None,) * 5
+        return None, None
 
-    def _ask(self, captions: list[str], question: list[str], sampling: Sampling) -> tuple:
-        """The reasoner's answers to every caption, as :meth:`_generate` returns them."""
+    def _ask(self, captions: list[str], question: list[str], sampling: Sampling) -> Answers:
+        """The reasoner's answers to every caption; a chat whose request failed for good answers None
+        (``partial``), its error in ``errors``."""
         chats = [P.reasoner_reward_messages(c, q) for c, q in zip(captions, question, strict=True)]
-        return self._generate(chats, self.num_samples, sampling)
-
-    def _generate(self, chats: list[list[dict]], n: int, sampling: Sampling) -> tuple:
-        """The reasoner's answers and what its backend reports of them: (outputs, output tokens, errors
-        by chat, truncated, seconds). Failed chats answer None where the backend can tell
-        (``partial``); a reasoner written before ``partial`` existed answers whole batches or raises."""
-        import inspect
-
-        start = time.perf_counter()
-        if "partial" in inspect.signature(self.reasoner.generate).parameters:
-            outputs = self.reasoner.generate(chats, n, sampling, partial=True)
-        else:
-            outputs = self.reasoner.generate(chats, n, sampling)
-        seconds = time.perf_counter() - start
-        tokens = getattr(self.reasoner, "last_output_tokens", None)
-        errors = dict(getattr(self.reasoner, "last_errors", None) or {})
-        truncated = getattr(self.reasoner, "last_truncated", None) or [[] for _ in outputs]
-        return outputs, tokens, errors, truncated, seconds
+        return self.reasoner.generate(chats, self.num_samples, sampling, partial=True)
 
     def _grade(self, outputs: list[str], truncated: list[bool], gold: str, choices: dict) -> list[tuple]:
         """(extracted answer, score) of each of one prompt's reasoner answers."""
@@ -343,11 +327,14 @@ class CaptionReward:
             blind_sampling = (
                 sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + 500_009)
             )
-            outputs, _, _, truncated, _ = self._generate(
-                [P.reasoner_blind_messages(q) for q, _ in pairs], self.blind_samples, blind_sampling
+            reply = self.reasoner.generate(
+                [P.reasoner_blind_messages(q) for q, _ in pairs],
+                self.blind_samples,
+                blind_sampling,
+                partial=True,
             )
             scored = {}
-            for key, (q, gold), outs, cut in zip(new, pairs, outputs, truncated, strict=True):
+            for key, (q, gold), outs, cut in zip(new, pairs, reply.texts, reply.truncated, strict=True):
                 if outs is None:
                     continue
                 scores = [
