@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
     from transformers import AutoModelForCausalLM
     from transformers.integrations import HfDeepSpeedConfig
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
-    from racro_trl.reasoning.reasoners import build_reasoner
+    from racro_trl.reasoning.reasoners import Sampling, build_reasoner
 
     model = sys.argv[1]
     config = {"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1}
@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent(
     reasoner = build_reasoner("transformers", model)
     weight = reasoner.model.model.embed_tokens.weight
     print("REASONER", tuple(weight.shape), hasattr(weight, "ds_id"))
-    print("ANSWER", reasoner.generate([[{"role": "user", "content": "hi"}]], 2, __import__("racro_trl.reasoning.reasoners").reasoners.Sampling(max_tokens=4)).texts)
+    print("ANSWER", reasoner.generate([[{"role": "user", "content": "hi"}]], 2, Sampling(max_tokens=4)).texts)
     assert is_deepspeed_zero3_enabled(), "the policy's ZeRO-3 registration is restored"
     with deepspeed.zero.Init(config_dict_or_path=config):
         try:
