@@ -8,9 +8,7 @@ it breaks dashboards.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,7 +17,11 @@ from pathlib import Path
 from ..reasoning import prompts as P
 from ..reasoning.grading import GRADERS, caption_leak, extract_answer, parse_choices
 from ..reasoning.reasoners import Answers, Reasoner, ReasonerError, Sampling
-from .caption_health import mean_known_words, well_formed_share
+from .blind_accuracy import BlindAccuracy
+from .prefetch import Prefetch
+from .ranks import process_index, sum_over_processes
+from .reward_audit import AuditWriter
+from .reward_scoring import batch_stats, score_captions
 
 logger = logging.getLogger(__name__)
 
@@ -34,27 +36,6 @@ def completion_text(completion) -> str:
     return content
 
 
-def _process_index() -> int:
-    from accelerate import PartialState
-
-    return PartialState().process_index
-
-
-def _sum_over_processes(*counts: int) -> tuple[int, ...]:
-    """``counts`` summed over the training processes (every process calls the reward at the same
-    point, so this collective is matched on all of them); as they are in a single process."""
-    from accelerate import PartialState
-
-    state = PartialState()
-    if state.num_processes == 1:
-        return counts
-    import torch
-    from accelerate.utils import reduce
-
-    total = reduce(torch.tensor(counts, dtype=torch.float64, device=state.device), "sum")
-    return tuple(int(x) for x in total.tolist())
-
-
 class CaptionReward:
     """CRO: a caption is worth how often a frozen text reasoner, reading only the caption and the
     question, reaches the ground truth.
@@ -65,20 +46,22 @@ class CaptionReward:
     fraction of answers whose last ``\\boxed{}`` grades equal to the gold answer (1.0 / 0.0 for one
     sample). An answer without a box, e.g. a truncated one, scores 0.0 and is counted.
 
-    Logged per call (``<name>/...``): ``reward_mean``, ``answer_extracted``, ``caption_chars``,
-    ``caption_leak`` (share of captions that state the gold answer as an answer,
-    :func:`racro_trl.reasoning.grading.caption_leak`), ``failed`` (share of the call's captions, all ranks,
-    whose request failed for good: they score 0) and ``failed_total`` (all ranks, since the start),
-    ``reasoner_seconds`` (from the requests' start), ``reasoner_tokens_per_second``, ``sent_ahead``
-    (1 when the call's answers were requested ahead, see Overlap); how the captions read
-    (:mod:`racro_trl.training.caption_health`): ``known_words`` (share of their words that are English words),
-    ``well_formed`` (with ``grammar``: share matched whole); ``reward_by_answer/<answer>`` (the mean
-    reward of the captions whose gold answer is ``<answer>``, for each of ``answer_classes`` in the call).
+    Logged per call as ``<name>/<figure>``: the figures of :func:`~racro_trl.training.reward_scoring.batch_stats`;
+    ``failed`` (share of the call's captions, all ranks, whose request failed for good: they score 0),
+    ``failed_total`` (all ranks, since the start) and ``sent_ahead`` (1 when the call's answers were
+    requested ahead, see Overlap).
 
-    Overlap: :meth:`send` starts a batch's reasoner requests in a background thread as soon as its
-    captions exist (``CROTrainer`` calls it right after sampling, before the policy's log-prob pass);
-    the reward call for the same captions and questions then only collects the answers. The requests,
-    seeds, rewards and audit records are the sequential path's (tests/test_overlap.py).
+    Its parts: the arithmetic (:mod:`racro_trl.training.reward_scoring`), the audit
+    (:class:`~racro_trl.training.reward_audit.AuditWriter`), the caption-gain baseline
+    (:class:`~racro_trl.training.blind_accuracy.BlindAccuracy`) and the requests sent ahead
+    (:class:`~racro_trl.training.prefetch.Prefetch`). ``batch_hooks``: callables given each call's records
+    (with ``step`` and the prompt's first ``image``), e.g. the wandb caption table.
+
+    Overlap (:class:`~racro_trl.training.prefetch.SendsAhead`): :meth:`send` starts a batch's reasoner
+    requests in a background thread as soon as its captions exist (``CROTrainer`` calls it right after
+    sampling, before the policy's log-prob pass); the reward call for the same captions and questions
+    then only collects the answers. The requests, seeds, rewards and audit records are the sequential
+    path's (tests/test_overlap.py).
 
     Args:
         reasoner: a :class:`Reasoner`, or a zero-argument factory called at the first reward call,
@@ -86,10 +69,8 @@ class CaptionReward:
             ZeRO-3 ``zero.Init`` (see :func:`racro_trl.reasoning.reasoners.build_reasoner`).
         num_samples: reasoner answers per caption (k); the reward is their mean.
         sampling: the reasoner's sampling settings.
-        audit_dir: where ``<name>-rank<r>.jsonl`` gets the audit records (question, caption, answers,
-            extracted answers, gold, scores, reward, leak and failure flags); None: no audit.
-        audit_captions: records per optimizer step over all ranks (each rank writes its share, the
-            first captions of its batch; leaked and failed captions get as many again); -1: all.
+        audit_dir: where ``<name>-rank<r>.jsonl`` gets the audit records; None: no audit.
+        audit_captions: records per optimizer step over all ranks (:class:`AuditWriter`); -1: all.
         grader: ``default`` or ``strict`` (:data:`racro_trl.reasoning.grading.GRADERS`).
         max_failed_fraction: the run stops, naming the reasoner, when more than this share of one
             call's captions (all ranks) failed; below it, failed captions score 0 and are counted.
@@ -133,25 +114,16 @@ class CaptionReward:
         self.sampling = sampling or Sampling()
         self.grade = GRADERS[grader]
         self.max_failed_fraction = max_failed_fraction
-        self.audit_dir = Path(audit_dir) if audit_dir else None
-        self.audit_captions = audit_captions
-        self.audit_path: Path | None = None
-        self._audited: dict = {"step": None, "kept": 0, "flagged": 0}
-        self.blind_samples = blind_samples
-        self.blind_cache = Path(blind_cache) if blind_cache else None
-        self.blind: dict[str, float] = {}
+        self.audit = AuditWriter(audit_dir, name, audit_captions) if audit_dir else None
+        self.blind = BlindAccuracy(blind_samples, self.grade, blind_cache) if blind_samples else None
         self.grammar = grammar
         self.answer_classes = [str(a) for a in answer_classes or []]
-        if self.blind_cache is not None and self.blind_cache.exists():  # a resumed run scores no prompt twice
-            with self.blind_cache.open() as f:
-                self.blind = {r["key"]: r["accuracy"] for r in map(json.loads, f)}
+        self.batch_hooks: list[Callable[[list[dict]], None]] = []
         self.calls = 0
         self.failed_total = 0
         self._explained: set[str] = set()
         self._last_step, self._calls_this_step = None, 0
-        self._sent: tuple | None = None  # (captions, questions, sampling, Future) of send()
-        self._sender = None
-        self.last_batch: list[dict] = []  # the last call's records (+ first image), for logging tables
+        self._prefetch = Prefetch(name)
 
     @property
     def reasoner(self) -> Reasoner:
@@ -168,92 +140,35 @@ class CaptionReward:
             self._calls_this_step = self._calls_this_step + 1 if step == self._last_step else 0
             self._last_step = step
             offset = 1_000_003 * (self.calls if step is None else step) + 101 * self._calls_this_step
-            sampling = replace(sampling, seed=sampling.seed + offset + 10_007 * _process_index())
+            sampling = replace(sampling, seed=sampling.seed + offset + 10_007 * process_index())
         return sampling
 
-    def __call__(
-        self,
-        prompts,
-        completions,
-        question,
-        answer,
-        trainer_state=None,
-        log_metric=None,
-        log_extra=None,
-        **kwargs,
-    ):
+    def __call__(self, prompts, completions, question, answer, trainer_state=None, **kwargs):
+        """One reward per completion; ``log_metric`` and ``log_extra`` (TRL's) receive the figures."""
+        log_metric, log_extra = kwargs.get("log_metric"), kwargs.get("log_extra")
         captions = [completion_text(c) for c in completions]
-        sampling, reply = self._collect(captions, list(question))
+        sampling, reply = self._prefetch.collect(captions, list(question))
         sent_ahead = reply is not None
         if not sent_ahead:  # nothing sent ahead for these captions: ask now
             sampling = self._seeded(trainer_state)
             reply = self._ask(captions, question, sampling)
-        outputs, truncated, errors = reply.texts, reply.truncated, reply.errors
-        blind = self._blind_accuracy(question, answer, sampling) if self.blind_samples else None
+        blind = self.blind(self.reasoner, question, answer, sampling) if self.blind else None
         self.calls += 1
-        failed, total = _sum_over_processes(len(errors), len(captions))
+        failed, total = sum_over_processes(len(reply.errors), len(captions))
         self.failed_total += failed
-        self._explain(errors)
+        self._explain(reply.errors)
         if failed > self.max_failed_fraction * total:
             url = getattr(self.reasoner, "url", getattr(self.reasoner, "model", "the reasoner"))
             raise ReasonerError(
                 f"{failed} of {total} captions (all ranks) got no answer from the reasoner at {url}, more than "
                 f"reasoner_max_failed_fraction={self.max_failed_fraction}; first error here: "
-                f"{next(iter(errors.values()), 'on another rank')}"
+                f"{next(iter(reply.errors.values()), 'on another rank')}"
             )
-
-        rewards, records = [], []
-        for i, (caption, outs, q, gold) in enumerate(zip(captions, outputs, question, answer, strict=True)):
-            choices = parse_choices(q)
-            cut = truncated[i] or [False] * len(outs or [])
-            graded = self._grade(outs or [], cut, str(gold), choices)
-            scores = [score for _, score in graded]
-            accuracy = sum(scores) / len(scores) if scores else 0.0
-            record = {
-                "question": q,
-                "gold": str(gold),
-                "caption": caption,
-                "reasoner_outputs": outs or [],
-                "extracted": [pred for pred, _ in graded],
-                "scores": scores,
-                "truncated": cut,
-                "leak": caption_leak(caption, str(gold), choices),
-                "failed": errors.get(i),
-            }
-            if blind is not None:
-                record["accuracy"], record["blind_accuracy"] = accuracy, blind[i]
-                accuracy -= blind[i]
-            record["reward"] = accuracy
-            rewards.append(accuracy)
-            records.append(record)
-
-        answers = [a for r in records for a in r["extracted"]]
-        stats = {
-            "reward_mean": sum(rewards) / max(len(rewards), 1),
-            "answer_extracted": 1 - answers.count(None) / max(len(answers), 1),
-            "caption_chars": sum(len(c) for c in captions) / max(len(captions), 1),
-            "caption_leak": sum(r["leak"] for r in records) / max(len(records), 1),
-            "known_words": mean_known_words(captions),
-            "failed": failed / max(total, 1),
-            "failed_total": self.failed_total,
-            "reasoner_seconds": reply.seconds,
-            "sent_ahead": float(sent_ahead),
-        }
-        if self.grammar is not None:
-            stats["well_formed"] = well_formed_share(captions, self.grammar)
-        for gold in self.answer_classes:
-            scored = [r["reward"] for r in records if r["gold"] == gold]
-            if scored:
-                stats[f"reward_by_answer/{gold}"] = sum(scored) / len(scored)
-        if reply.tokens:
-            stats["reasoner_tokens_per_second"] = reply.tokens / max(reply.seconds, 1e-9)
-        if blind is not None:
-            per_prompt = {self._key(q, g): b for q, g, b in zip(question, answer, blind, strict=True)}
-            stats["accuracy"] = sum(r["accuracy"] for r in records) / max(len(records), 1)
-            stats["blind_accuracy"] = sum(per_prompt.values()) / max(len(per_prompt), 1)
-            stats["language_shortcut_rate"] = sum(b >= 0.5 for b in per_prompt.values()) / max(
-                len(per_prompt), 1
-            )
+        rewards, records = score_captions(captions, reply, question, answer, self.grade, blind)
+        stats = batch_stats(records, reply, self.grammar, self.answer_classes)
+        stats.update(
+            failed=failed / max(total, 1), failed_total=self.failed_total, sent_ahead=float(sent_ahead)
+        )
         if log_metric is not None:
             for key, value in stats.items():
                 log_metric(f"{self.__name__}/{key}", value)
@@ -261,93 +176,36 @@ class CaptionReward:
             log_extra("reasoner_answer", [(r["extracted"] or [None])[0] for r in records])
         step = getattr(trainer_state, "global_step", None)
         images = kwargs.get("images") or [None] * len(records)
-        self._audit(records, step, images)
-        self.last_batch = [
-            {**r, "step": step, "image": imgs[0] if imgs else None}
-            for r, imgs in zip(records, images, strict=True)
-        ]
+        if self.audit is not None:
+            self.audit.write(records, step, self.calls, images)
+        if self.batch_hooks:
+            batch = [
+                {**r, "step": step, "image": i[0] if i else None}
+                for r, i in zip(records, images, strict=True)
+            ]
+            for hook in self.batch_hooks:
+                hook(batch)
+        answers = [a for r in records for a in r["extracted"]]
         logger.info(
             "%s call %d (step %s): %d captions x %d samples in %.1fs, mean reward %.3f, no answer %d/%d, "
             "leaks %d, failed %d",
             self.__name__, self.calls, step, len(captions), self.num_samples, reply.seconds, stats["reward_mean"],
-            answers.count(None), len(answers), sum(r["leak"] for r in records), len(errors),
+            answers.count(None), len(answers), sum(r["leak"] for r in records), len(reply.errors),
         )  # fmt: skip
         return rewards
 
     def send(self, completions, question, trainer_state=None) -> None:
         """Start the reasoner requests for these captions in the background; the reward call with the
         same captions and questions collects them (any other call asks anew)."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        captions, question = [completion_text(c) for c in completions], list(question)
-        self._collect(None, None)  # one batch in flight at a time
-        sampling = self._seeded(trainer_state)
-        if self._sender is None:
-            self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.__name__}-requests")
-        future = self._sender.submit(self._ask, captions, question, sampling)
-        self._sent = (captions, question, sampling, future)
-
-    def _collect(self, captions: list[str] | None, question: list[str] | None) -> tuple:
-        """(sampling, answers) sent ahead for exactly these captions and questions, else (None, None);
-        a batch sent for other captions is awaited and dropped."""
-        sent, self._sent = self._sent, None
-        if sent is None:
-            return None, None
-        if (sent[0], sent[1]) == (captions, question):
-            return sent[2], sent[3].result()
-        if captions is not None:
-            logger.warning(
-                "%s: the reward call's captions are not those sent ahead; asking anew", self.__name__
-            )
-        with contextlib.suppress(Exception):
-            sent[3].result()
-        return None, None
+        captions = [completion_text(c) for c in completions]
+        self._prefetch.collect(None, None)  # one batch in flight at a time, seeded after it
+        self._prefetch.start(captions, list(question), self._seeded(trainer_state), self._ask)
 
     def _ask(self, captions: list[str], question: list[str], sampling: Sampling) -> Answers:
         """The reasoner's answers to every caption; a chat whose request failed for good answers None
         (``partial``), its error in ``errors``."""
         chats = [P.reasoner_reward_messages(c, q) for c, q in zip(captions, question, strict=True)]
         return self.reasoner.generate(chats, self.num_samples, sampling, partial=True)
-
-    def _grade(self, outputs: list[str], truncated: list[bool], gold: str, choices: dict) -> list[tuple]:
-        """(extracted answer, score) of each of one prompt's reasoner answers."""
-        return [self.grade(o, gold, choices, t) for o, t in zip(outputs, truncated, strict=True)]
-
-    @staticmethod
-    def _key(question: str, gold) -> str:
-        return json.dumps([question, str(gold)])
-
-    def _blind_accuracy(self, question: list[str], answer: list, sampling: Sampling) -> list[float]:
-        """Blind accuracy per prompt: the reasoner answers the question alone, once per prompt per run
-        (``blind_samples`` answers); a failed request leaves the prompt for the next call."""
-        keys = [self._key(q, g) for q, g in zip(question, answer, strict=True)]
-        new = list(dict.fromkeys(k for k in keys if k not in self.blind))
-        if new:
-            pairs = [json.loads(k) for k in new]
-            blind_sampling = (
-                sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + 500_009)
-            )
-            reply = self.reasoner.generate(
-                [P.reasoner_blind_messages(q) for q, _ in pairs],
-                self.blind_samples,
-                blind_sampling,
-                partial=True,
-            )
-            scored = {}
-            for key, (q, gold), outs, cut in zip(new, pairs, reply.texts, reply.truncated, strict=True):
-                if outs is None:
-                    continue
-                scores = [
-                    score
-                    for _, score in self._grade(outs, cut or [False] * len(outs), gold, parse_choices(q))
-                ]
-                scored[key] = sum(scores) / len(scores)
-            self.blind.update(scored)
-            if self.blind_cache is not None and scored:
-                self.blind_cache.parent.mkdir(parents=True, exist_ok=True)
-                with self.blind_cache.open("a") as f:
-                    f.writelines(json.dumps({"key": k, "accuracy": a}) + "\n" for k, a in scored.items())
-        return [self.blind.get(k, 0.0) for k in keys]
 
     def _explain(self, errors: dict[int, str]) -> None:
         """Log each kind of reasoner failure once (the counters carry the rest)."""
@@ -369,43 +227,8 @@ class CaptionReward:
                 self.__name__, error, self.__name__, self.max_failed_fraction, hint, kind,
             )  # fmt: skip
 
-    def _audit(self, records: list[dict], step: int | None, images: list | None = None) -> None:
-        """Append this call's share of the step's audit records (flushed per call: a crash loses at
-        most the batch being scored). A record names its prompt's first image, saved once as a
-        thumbnail under ``audit/images/`` (:func:`racro_trl.reporting.viewer.save_thumbnail`), for the viewer."""
-        if self.audit_dir is None or self.audit_captions == 0:
-            return
-        from accelerate import PartialState
-
-        if self.audit_path is None:
-            self.audit_dir.mkdir(parents=True, exist_ok=True)
-            self.audit_path = self.audit_dir / f"{self.__name__}-rank{_process_index()}.jsonl"
-        if self._audited["step"] != step:
-            self._audited = {"step": step, "kept": 0, "flagged": 0}
-        share = -(-self.audit_captions // PartialState().num_processes) if self.audit_captions > 0 else None
-        kept = []
-        for i, record in enumerate(records):
-            if share is None or self._audited["kept"] < share:
-                self._audited["kept"] += 1
-            elif (record["leak"] or record["failed"]) and self._audited["flagged"] < share:
-                self._audited["flagged"] += 1
-            else:
-                continue
-            image = images[i] if images else None
-            if image and not isinstance(image, str) and hasattr(image[0], "tobytes"):
-                from ..reporting.viewer import save_thumbnail
-
-                record = {**record, "image": save_thumbnail(image[0], self.audit_dir)}
-            kept.append({"step": step, "call": self.calls, "rank": _process_index(), "index": i, **record})
-        if kept:
-            with self.audit_path.open("a") as f:
-                f.writelines(json.dumps(r) + "\n" for r in kept)
-
     def close(self) -> None:
-        self._collect(None, None)
-        if self._sender is not None:
-            self._sender.shutdown()
-            self._sender = None
+        self._prefetch.close()
         if self._reasoner is not None:
             self._reasoner.close()
             self._reasoner = None
@@ -486,7 +309,7 @@ def caption_reward_from_args(args, output_dir: str | None, gain: bool = False) -
     name = "caption_gain" if gain else "caption_reasoner"
     audit_dir = Path(output_dir) / "audit" if (args.reward_audit and output_dir) else None
     blind_cache = (
-        Path(output_dir) / f"blind_accuracy-rank{_process_index()}.jsonl" if (gain and output_dir) else None
+        Path(output_dir) / f"blind_accuracy-rank{process_index()}.jsonl" if (gain and output_dir) else None
     )
     # A server client costs nothing to make: connect now, so a wrong URL fails before the policy loads.
     reasoner = factory() if args.reasoner_backend == "openai" else factory

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from trl import GRPOTrainer
 
 from .card import model_card
 from .groups import EXACT_LOSS_TYPES, informative_rows, keep_rows, zero_variance_share
+from .prefetch import SendsAhead
 from .sampled_prompt import (
     align_image,
     checkpoint_keeps,
@@ -25,6 +28,28 @@ from .sampled_prompt import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+class Generated(NamedTuple):
+    """What TRL 1.16's ``GRPOTrainer._generate`` returns, by name (its tuple, in its order)."""
+
+    prompt_ids: list
+    completion_ids: list
+    tool_mask: list | None
+    completions: list
+    sampling_logps: list | None
+    extra_fields: dict
+    images: list | None
+    tool_images: list | None
+
+
+@dataclass
+class BatchInFlight:
+    """The generation batch being scored: its inputs (for the requests sent ahead) and when its
+    sampling ended (for ``time/logprob_s``)."""
+
+    inputs: list[dict]
+    sampled_at: float | None = None
 
 
 class CROTrainer(GRPOTrainer):
@@ -77,11 +102,11 @@ class CROTrainer(GRPOTrainer):
             else x
             for x in inputs
         ]
-        self._batch_inputs = inputs  # for _send_reasoner_requests
+        self._in_flight = BatchInFlight(inputs)
         try:
             output = super()._generate_and_score_completions(inputs)
         finally:
-            self._batch_inputs = None
+            self._in_flight = None
         mode = "train" if self.model.training else "eval"
         self._log_zero_variance_groups(mode, len(inputs) * self.accelerator.num_processes)
         return self._drop_zero_variance(output) if self.drop_zero_variance and mode == "train" else output
@@ -181,26 +206,34 @@ class CROTrainer(GRPOTrainer):
     # TRL 1.16's `_generate_and_score_completions` samples (`_generate`), then computes the old and
     # reference log-probs, then calls the rewards (`_calculate_rewards`). A served reasoner would idle
     # through that log-prob pass and the training GPUs through the reward: `_generate` hands the decoded
-    # captions to every reward with `overlap` (`CaptionReward.send`, which starts its requests in a
-    # thread), and the reward call collects the answers. Nothing of TRL's is replaced; with
-    # `reasoner_overlap: false` this is TRL's order exactly.
+    # captions to every reward that `SendsAhead` with `overlap` on (`CaptionReward.send`, which starts
+    # its requests in a thread; racro_trl/training/prefetch.py), and the reward call collects the
+    # answers. Nothing of TRL's is replaced; with `reasoner_overlap: false` this is TRL's order exactly.
 
     def _generate(self, prompts):
-        generated = self._timed("generation", super()._generate, prompts)
-        self._send_reasoner_requests(completions=generated[3])
-        self._sampled_at = time.perf_counter()
+        returned = self._timed("generation", super()._generate, prompts)
+        if len(returned) != len(Generated._fields):
+            raise RuntimeError(
+                f"TRL's GRPOTrainer._generate returned {len(returned)} values; CROTrainer reads the 8 of TRL 1.16 "
+                f"({', '.join(Generated._fields)}): update racro_trl.training.trainer.Generated for this TRL"
+            )
+        generated = Generated(*returned)
+        batch = getattr(self, "_in_flight", None)
+        if batch is not None:
+            self._send_reasoner_requests(batch.inputs, generated.completions)
+            batch.sampled_at = time.perf_counter()
         return generated
 
-    def _send_reasoner_requests(self, completions) -> None:
-        inputs = getattr(self, "_batch_inputs", None)
-        if not inputs or any("question" not in x for x in inputs):
+    def _send_reasoner_requests(self, inputs: list[dict], completions: list) -> None:
+        if any("question" not in x for x in inputs):
             return  # the reward call asks itself (and names what is missing)
         for reward in self.reward_funcs:
-            if getattr(reward, "overlap", False):
+            if isinstance(reward, SendsAhead) and reward.overlap:
                 reward.send(completions, [x["question"] for x in inputs], trainer_state=self.state)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        sampled_at, self._sampled_at = getattr(self, "_sampled_at", None), None
+        batch = getattr(self, "_in_flight", None)
+        sampled_at = batch.sampled_at if batch is not None else None
         if sampled_at is not None:  # between sampling and reward: TRL's old and reference log-prob pass
             mode = "train" if self.model.training else "eval"
             self._metrics[mode]["time/logprob_s"].append(time.perf_counter() - sampled_at)

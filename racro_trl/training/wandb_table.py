@@ -18,21 +18,22 @@ class CaptionTableCallback(TrainerCallback):
     """Every ``every_steps`` optimizer steps, log ``rows`` random captions of the last reward call."""
 
     def __init__(self, reward, every_steps: int = 10, rows: int = 8, seed: int = 0):
-        self.reward, self.every_steps, self.rows = reward, every_steps, rows
+        self.every_steps, self.rows = every_steps, rows
         self.rng = random.Random(seed)
+        self.batch: list[dict] = []  # the last reward call's records (CaptionReward.batch_hooks)
+        reward.batch_hooks.append(self.keep)
+
+    def keep(self, batch: list[dict]) -> None:
+        self.batch = batch
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if (
-            not state.is_world_process_zero
-            or state.global_step % self.every_steps
-            or not self.reward.last_batch
-        ):
+        if not state.is_world_process_zero or state.global_step % self.every_steps or not self.batch:
             return
         import wandb
 
         if wandb.run is None:
             return
-        batch = self.reward.last_batch
+        batch = self.batch
         sample = self.rng.sample(batch, min(self.rows, len(batch)))
         table = wandb.Table(columns=COLUMNS)
         for r in sample:
