@@ -24,6 +24,7 @@ from accelerate import PartialState
 from transformers import AutoProcessor, set_seed
 from trl import GRPOConfig, ModelConfig, get_peft_config
 
+from racro_trl.compat import skip_deepspeed_shm_op
 from racro_trl.data.training_data import (
     constant_images,
     filter_dataset,
@@ -47,7 +48,6 @@ from racro_trl.training.model_setup import (
     freeze_vision_tower,
     partitioning,
     resume_checkpoint,
-    skip_deepspeed_shm_op,
 )
 from racro_trl.training.rewards import CaptionReward, get_reward_funcs
 from racro_trl.training.wandb_table import CaptionTableCallback

@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent(
     """
     import os, sys
     import deepspeed
-    from racro_trl.training.model_setup import skip_deepspeed_shm_op
+    from racro_trl.compat import skip_deepspeed_shm_op
     skip_deepspeed_shm_op()  # as the recipe does
     deepspeed.init_distributed(dist_backend="gloo")
     from transformers import AutoModelForCausalLM

@@ -15,9 +15,10 @@ import logging
 import time
 from dataclasses import dataclass
 
+from ..compat import vllm_engine_env
 from ..reasoning import prompts as P
 from ..reasoning.grading import extract_answer
-from ..reasoning.reasoners import Reasoner, Sampling, spawn_vllm_workers
+from ..reasoning.reasoners import Reasoner, Sampling
 
 logger = logging.getLogger(__name__)
 
@@ -55,20 +56,20 @@ class VLLMMLLM:
         from transformers import AutoProcessor
         from vllm import LLM
 
-        spawn_vllm_workers()
         self.processor = AutoProcessor.from_pretrained(model)
         mm_kwargs = {k: v for k, v in {"min_pixels": min_pixels, "max_pixels": max_pixels}.items() if v}
-        self.llm = LLM(
-            model=model,
-            limit_mm_per_prompt={"image": max_images},
-            mm_processor_kwargs=mm_kwargs or None,
-            tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization,
-            max_model_len=max_model_len,
-            enforce_eager=enforce_eager,
-            seed=seed,
-            **engine_kwargs,
-        )
+        with vllm_engine_env():
+            self.llm = LLM(
+                model=model,
+                limit_mm_per_prompt={"image": max_images},
+                mm_processor_kwargs=mm_kwargs or None,
+                tensor_parallel_size=tensor_parallel_size,
+                gpu_memory_utilization=gpu_memory_utilization,
+                max_model_len=max_model_len,
+                enforce_eager=enforce_eager,
+                seed=seed,
+                **engine_kwargs,
+            )
         self.extra_sampling: dict = {}  # more SamplingParams for every request (benchmarks)
 
     def generate(self, conversations: list[list[dict]], images: list[list], sampling: Sampling) -> list[str]:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from ..compat import inside_zero_init, vllm_engine_env, vllm_engine_kwargs, without_zero3_registration
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +98,6 @@ class Reasoner(Protocol):
 # --- Keeping the reasoner out of ZeRO-3 -----------------------------------------------------------
 
 
-def inside_zero_init() -> bool:
-    """Whether a DeepSpeed ``zero.Init`` context is open (it patches every ``nn.Module.__init__``)."""
-    import sys
-
-    module = sys.modules.get("deepspeed.runtime.zero.partition_parameters")
-    return bool(module is not None and getattr(module, "zero_init_context", 0))
-
-
 @contextlib.contextmanager
 def outside_zero3():
     """Build a model that ZeRO-3 must not partition.
@@ -119,42 +112,11 @@ def outside_zero3():
             "a reasoner is being built inside DeepSpeed zero.Init, which would partition it across ranks; "
             "build it outside (CaptionReward builds it lazily at its first call, which is always outside)"
         )
-    from transformers.integrations import deepspeed as hf_deepspeed
-
-    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
-    hf_deepspeed._hf_deepspeed_config_weak_ref = None
-    try:
+    with without_zero3_registration():
         yield
-    finally:
-        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
 # --- Backends -------------------------------------------------------------------------------------
-
-
-def spawn_vllm_workers() -> None:
-    """Where vLLM runs an engine built in this process. Call before creating a ``vllm.LLM``.
-
-    - Spawned, not forked, wherever it starts processes: a trainer has CUDA initialised already, and a
-      forked child cannot use it.
-    - On GPU inside a distributed launch (``accelerate launch`` / torchrun), the engine core runs in
-      this process: a spawned engine core there never reported ready (the trainer waited on it
-      forever; seen on an H100 under ZeRO-3). vLLM does the same for TRL's colocated engine
-      (``external_launcher``).
-    - On CPU, the engine core and its worker run in this process: spawned, each imported the
-      caller's ``__main__`` and vLLM again, and the worker spun on one of the cores after every call.
-      The tiny reader's engine started in 53.4 s with them and in 20.5 s without (58 and 25
-      CPU-seconds; 2 cores).
-
-    Engines built in one process share vLLM's distributed state: shutting one down (or dropping it)
-    tears that down under any other still in use. Build them one after another (``racro eval``
-    does), or keep all of them until the end.
-    """
-    import torch
-
-    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
-    if not torch.cuda.is_available() or "LOCAL_RANK" in os.environ:
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
 class VLLMReasoner:
@@ -177,34 +139,23 @@ class VLLMReasoner:
     ):
         from vllm import LLM
 
-        spawn_vllm_workers()
         # sleep: between calls the engine sleeps (vLLM sleep mode, level 1: weights copied to CPU memory,
         # KV cache freed), so the policy's forward and backward passes get the reasoner's GPU memory.
         self.sleep = sleep
         if sleep:
             engine_kwargs["enable_sleep_mode"] = True
         start = time.perf_counter()
-        # vLLM 0.26 refuses seed=None (its ModelConfig wants an int): the shipped GPU recipes, which set
-        # no reasoner_seed, crashed at their first reward on an H100. Unseeded means vLLM's default.
-        if seed is not None:
-            engine_kwargs["seed"] = seed
-        import torch
-
-        # Several ranks each build an engine in their own process (the colocate layout); vLLM's in-process
-        # executor places it on its local rank 0, the first visible GPU, whatever the rank: on 4 H200s
-        # all four reasoners went to GPU 0 ("No available memory for the cache blocks"). device_ids (an
-        # index into the visible GPUs) puts it on the GPU the rank trains on.
-        if "LOCAL_RANK" in os.environ and torch.cuda.is_available() and tensor_parallel_size == 1:
-            engine_kwargs.setdefault("device_ids", [torch.cuda.current_device()])
-        self.llm = LLM(
-            model=model,
-            tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization,
-            max_model_len=max_model_len,
-            dtype=dtype,
-            enforce_eager=enforce_eager,
-            **engine_kwargs,
-        )
+        engine_kwargs = vllm_engine_kwargs(engine_kwargs, seed, tensor_parallel_size)
+        with vllm_engine_env():
+            self.llm = LLM(
+                model=model,
+                tensor_parallel_size=tensor_parallel_size,
+                gpu_memory_utilization=gpu_memory_utilization,
+                max_model_len=max_model_len,
+                dtype=dtype,
+                enforce_eager=enforce_eager,
+                **engine_kwargs,
+            )
         self.tokenizer = self.llm.get_tokenizer()
         self.model = model
         from vllm.platforms import current_platform

@@ -410,10 +410,12 @@ def keep_vllm_out(script_args: CROScriptArguments, training_args) -> None:
     TRL 1.16 imports vLLM whenever it is installed (``trl.generation``), also for a run that samples
     captions with transformers and asks a served reasoner: on 2 CPU cores the trainer's imports took
     20.1 s with it and 12.6 s without, in every rank of every launch. Call before importing the
-    trainer. A run that samples with vLLM, holds a vLLM reasoner or names its own reward function (a
+    trainer (it uses :func:`racro_trl.compat.hide_vllm`). A run that samples with vLLM, holds a vLLM reasoner or names its own reward function (a
     dotted path, which may import vLLM) keeps it.
     """
     import sys
+
+    from ..compat import hide_vllm
 
     if (
         training_args.use_vllm
@@ -422,7 +424,7 @@ def keep_vllm_out(script_args: CROScriptArguments, training_args) -> None:
         or "vllm" in sys.modules
     ):
         return
-    sys.modules["vllm"] = None  # importlib then finds no vllm: TRL takes it as not installed
+    hide_vllm()
 
 
 def make_parser() -> trl.TrlParser:

@@ -65,25 +65,6 @@ def partitioning(model) -> str:
     return f"policy parameters partitioned by ZeRO-3: {partitioned} (this rank holds {local / 1e6:.1f}M of {total / 1e6:.1f}M)"
 
 
-def skip_deepspeed_shm_op() -> None:
-    """Keep DeepSpeed from compiling its CPU shared-memory all-reduce, an op training never calls.
-
-    On CPU, DeepSpeed 0.19's communication backend compiles ``deepspeed_shm_comm`` (C++, through
-    torch's extension builder) in the first process that sets up distributed, and again whenever the
-    extension cache misses (``build_shm_op`` in deepspeed/comm/torch.py): measured on 2 cores, 80 s
-    with both cores busy. Only ``inference_all_reduce`` (DeepSpeed's tensor-parallel inference) uses it;
-    ZeRO's collectives go through torch.distributed. DeepSpeed reads whether to build it from
-    ``deepspeed.ops.__compatible_ops__``, a dict it keeps so that edits persist. Other accelerators
-    have no such op: there this does nothing (not even DeepSpeed's probe of which ops would build).
-    Call before DeepSpeed sets up distributed.
-    """
-    import deepspeed.ops
-    from deepspeed.accelerator import get_accelerator
-
-    if get_accelerator().device_name() == "cpu":
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-
-
 def usable_checkpoint(path: str | Path) -> str | None:
     """Why ``path`` cannot be resumed from, or None when it can."""
     path = Path(path)

@@ -21,10 +21,7 @@ def start_server(command: list[str], log: Path, env: dict | None = None) -> tupl
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})}
     import torch
 
-    if torch.cuda.is_available():
-        # A test that built an engine in the worker set this (spawn_vllm_workers); a server keeps its own layout.
-        env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-    else:
+    if not torch.cuda.is_available():
         # On CPU the server's engine core runs the model itself (vLLM's one-process executor) instead of
         # spawning a worker process that imports vLLM again and, after each request, spins for a second
         # on vLLM's shared-memory queue: the reader's server healthy after 36 s instead of 52 (35
