@@ -1,11 +1,10 @@
 """Benchmark evaluation on a synthetic VLMEvalKit TSV: stages, caching, resume, scoring, reports."""
 
-import csv
 import json
 
 import pytest
 
-from helpers import b64, free_port, racro
+from helpers import free_port, racro, write_tsv
 from racro_trl.data.training_data import sample_rows
 from racro_trl.evaluation.evaluate import (
     BenchmarkError,
@@ -17,28 +16,6 @@ from racro_trl.evaluation.evaluate import (
 )
 from racro_trl.evaluation.pipeline import Item, RacroPipeline
 from racro_trl.reasoning.reasoners import Sampling
-
-COLUMNS = ["index", "image", "question", "hint", "A", "B", "C", "answer", "category"]
-
-
-def write_tsv(path, n=6, corrupt=True):
-    rows = []
-    for i, r in enumerate(sample_rows(n, seed=3)):
-        row = {"index": str(100 + i), "image": b64(r["images"][0]), "question": r["question"], "hint": "",
-               "A": "", "B": "", "C": "", "answer": r["answer"], "category": r["category"]}  # fmt: skip
-        if r["category"] == "shape":  # an MCQ in VLMEvalKit's layout: options in columns
-            question, *options = r["question"].split("\n")
-            row["question"] = question
-            for option in options[1:]:
-                row[option[0]] = option[3:]
-        rows.append(row)
-    if corrupt:
-        rows[1]["image"] = "this is not base64!!"
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS, delimiter="\t")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,11 @@
 The real Hub is the target; the stand-in only serves create-repo, whoami, preupload and commit."""
 
 import os
-import subprocess
 
 import pytest
 from hub_standin import TOKEN, HubStandIn
 
-from helpers import PYTHON, REPO
+from helpers import PYTHON, run_logged
 
 
 def run(tiny_models, output_dir, hub, token, *extra):
@@ -21,13 +20,13 @@ def run(tiny_models, output_dir, hub, token, *extra):
         "--model_name_or_path", str(tiny_models["policy"]), "--reasoner_model", str(tiny_models["reasoner"]),
         "--reasoner_backend", "transformers", "--output_dir", str(output_dir), "--push_to_hub", "true", *extra,
     ]  # fmt: skip
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return run_logged(command, output_dir.parent / "push.log", timeout=600, env=env)
 
 
 @pytest.mark.slow
 def test_push_sends_model_card_weights_and_processor(tiny_models, tmp_path):
     with HubStandIn() as hub:
-        out = run(
+        code, log = run(
             tiny_models,
             tmp_path / "run",
             hub,
@@ -37,14 +36,14 @@ def test_push_sends_model_card_weights_and_processor(tiny_models, tmp_path):
             "--hub_private_repo",
             "true",
         )
-        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+        assert code == 0, log[-5000:]
         files = hub.files["tester/tiny-cro"]
         assert {"README.md", "model.safetensors", "config.json", "tokenizer.json"} <= set(files)
         assert any(name.startswith(("processor_config", "preprocessor_config")) for name in files)
         assert "Caption Reward Optimization" in files["README.md"].decode()
         assert hub.private["tester/tiny-cro"] is True
         assert not any(TOKEN.encode() in content for content in files.values())
-    assert TOKEN not in out.stdout + out.stderr
+    assert TOKEN not in log
 
 
 # The check the recipe runs before any model loads, alone (the recipe's imports cost ~20 s a case).
@@ -67,25 +66,25 @@ def test_push_problems_fail_before_training(tiny_models, tmp_path, token, repo_i
     Hub rejects and an invalid repo id the same way (run alone)."""
     with HubStandIn() as hub:
         if repo_id is None:
-            out = run(tiny_models, tmp_path / "run", hub, token)
+            code, log = run(tiny_models, tmp_path / "run", hub, token)
         else:
             env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
             env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home"), "HF_TOKEN": token}
             command = [PYTHON, "-c", CHECK, repo_id, str(tmp_path / "run")]
-            out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0 and message in out.stderr
+            code, log = run_logged(command, tmp_path / "check.log", timeout=120, env=env)
+    assert code != 0 and message in log
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").glob("checkpoint-*"))
-    assert "hf_wrong" not in out.stderr
+    assert "hf_wrong" not in log
 
 
 @pytest.mark.slow
 def test_hub_strategy_checkpoint_pushes_the_resumable_checkpoint(tiny_models, tmp_path):
     with HubStandIn() as hub:
-        out = run(
+        code, log = run(
             tiny_models, tmp_path / "run", hub, TOKEN,
             "--hub_model_id", "tester/ckpt", "--hub_strategy", "checkpoint", "--save_steps", "1",
         )  # fmt: skip
-        assert out.returncode == 0, out.stderr[-3000:]
+        assert code == 0, log[-3000:]
         files = hub.files["tester/ckpt"]
         assert {
             "last-checkpoint/model.safetensors",
@@ -102,7 +101,7 @@ def test_export_pushes_a_plain_checkpoint(tiny_models, tmp_path):
             PYTHON, "-m", "racro_trl.tools.cli", "export", "--checkpoint", str(tiny_models["policy"]),
             "--out", str(tmp_path / "exported"), "--push-to-hub", "tester/exported", "--private",
         ]  # fmt: skip
-        out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, out.stderr[-3000:]
+        code, log = run_logged(command, tmp_path / "export.log", timeout=300, env=env)
+        assert code == 0, log[-3000:]
         assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(hub.files["tester/exported"])
         assert hub.private["tester/exported"] is True

@@ -3,12 +3,11 @@ colour task's reader (conftest.reader_server; two ranks sharing it are in tests/
 
 import json
 import re
-import subprocess
 import time
 
 import pytest
 
-from helpers import PYTHON, REPO, free_port, racro
+from helpers import PYTHON, free_port, racro, run_logged, write_tsv
 from racro_trl.reasoning import prompts
 from racro_trl.reasoning.reasoners import OpenAIReasoner, ReasonerError, Sampling, build_reasoner
 from racro_trl.toy.colour_task import COLOURS, QUESTION, caption
@@ -60,37 +59,30 @@ def test_unreachable_server_fails_after_bounded_retries():
 
 def test_training_run_with_unreachable_server_names_the_url(tiny_models, sample_data, tmp_path):
     url = f"http://127.0.0.1:{free_port()}/v1"
-    out = subprocess.run(
-        [
-            PYTHON,
-            "recipes/cro.py",
-            "--config",
-            "recipes/tiny/cro.yaml",
-            "--model_name_or_path",
-            str(tiny_models["policy"]),
-            "--output_dir",
-            str(tmp_path / "run"),
-            "--reasoner_backend",
-            "openai",
-            "--reasoner_url",
-            url,
-            "--reasoner_max_retries",
-            "1",
-        ],  # fmt: skip
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode != 0
-    assert f"reasoner server at {url} unreachable after 2 attempts" in out.stderr
+    command = [
+        PYTHON,
+        "recipes/cro.py",
+        "--config",
+        "recipes/tiny/cro.yaml",
+        "--model_name_or_path",
+        str(tiny_models["policy"]),
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--reasoner_backend",
+        "openai",
+        "--reasoner_url",
+        url,
+        "--reasoner_max_retries",
+        "1",
+    ]  # fmt: skip
+    code, log = run_logged(command, tmp_path / "run.log", timeout=300)
+    assert code != 0
+    assert f"reasoner server at {url} unreachable after 2 attempts" in log
 
 
 @pytest.mark.slow
 def test_racro_eval_with_the_served_reasoner(reader_server, tiny_models, tmp_path):
     """`racro eval --reasoner <URL>`: stage 3 through the server, the rest as with a local reasoner."""
-    from test_evaluation import write_tsv
-
     out = tmp_path / "out"
     run = racro(
         "eval", "--benchmark", "Served", "--data", str(write_tsv(tmp_path / "b.tsv", 3)), "--out", str(out),

@@ -1,8 +1,6 @@
 """`racro prepare-data` on a synthetic release in the exact ViRL39K schema."""
 
 import json
-import os
-import subprocess
 
 import datasets
 import pyarrow as pa
@@ -10,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from helpers import PYTHON, REPO, racro
+from helpers import PYTHON, racro, run_logged
 from racro_trl.data.prepare import PrepareError, PrepareOptions, prepare_virl39k
 from racro_trl.data.training_data import from_verl_format, load_dataset_any, to_training_format
 
@@ -195,32 +193,26 @@ def test_filters_and_verl_format(tmp_path):
 def test_recipe_trains_one_step_on_prepared_data(tmp_path, tiny_models):
     out = tmp_path / "prepared"
     prepare_virl39k(make_release(tmp_path / "r"), out, opts())
-    run = subprocess.run(
-        [
-            PYTHON,
-            "recipes/cro.py",
-            "--config",
-            "recipes/tiny/cro.yaml",
-            "--dataset_name",
-            str(out),
-            "--model_name_or_path",
-            str(tiny_models["policy"]),
-            "--reasoner_model",
-            str(tiny_models["reasoner"]),
-            "--reasoner_backend",
-            "transformers",
-            "--max_steps",
-            "1",
-            "--output_dir",
-            str(tmp_path / "run"),
-            "--min_pass_rate=-1",
-        ],  # fmt: skip
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ},
-    )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    command = [
+        PYTHON,
+        "recipes/cro.py",
+        "--config",
+        "recipes/tiny/cro.yaml",
+        "--dataset_name",
+        str(out),
+        "--model_name_or_path",
+        str(tiny_models["policy"]),
+        "--reasoner_model",
+        str(tiny_models["reasoner"]),
+        "--reasoner_backend",
+        "transformers",
+        "--max_steps",
+        "1",
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--min_pass_rate=-1",
+    ]  # fmt: skip
+    code, log = run_logged(command, tmp_path / "run.log", timeout=600)
+    assert code == 0, log[-5000:]
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     assert state["global_step"] == 1 and "loss" in state["log_history"][0]

@@ -4,14 +4,13 @@ request, the caption-gain reward scores each prompt blind once, and the audit is
 back in constant memory. The reasoner is a real local HTTP server (tests/reasoner_standin.py)."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from reasoner_standin import ReasonerStandIn
 
-from helpers import PYTHON, REPO
+from helpers import PYTHON, run_logged
 from racro_trl.reasoning.grading import GRADERS, caption_leak, parse_choices
 from racro_trl.reasoning.reasoners import Answers, OpenAIReasoner, Sampling
 from racro_trl.training.rewards import CaptionReward, caption_leak_penalty
@@ -218,9 +217,9 @@ def test_report_reads_a_1gb_audit_in_constant_memory(tmp_path):
         "print(r.stdout); print(r.stderr, file=sys.stderr); "
         "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
-    run = subprocess.run([PYTHON, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    peak_mb = int(run.stdout.split("PEAK_KB")[1]) / 1024
+    code, log = run_logged([PYTHON, "-c", probe], tmp_path / "report.log", timeout=600)
+    assert code == 0, log[-3000:]
+    peak_mb = int(log.split("PEAK_KB")[1]) / 1024
     print(f"racro report on a {size / 1e9:.2f} GB audit: peak RSS {peak_mb:.0f} MB", file=sys.stderr)
-    assert "34000 captions audited" in run.stdout and "leaks: 34 audited captions" in run.stdout
+    assert "34000 captions audited" in log and "leaks: 34 audited captions" in log
     assert peak_mb < 400, peak_mb

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,9 +25,11 @@ def recipe(tiny_models, output_dir, *extra, config="recipes/tiny/cro.yaml"):
 
 
 def train(command):
-    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    return out.stdout + out.stderr
+    """Run a recipe command to its end (its log beside its output folder): the output."""
+    log = Path(command[command.index("--output_dir") + 1]).with_suffix(".log")
+    code, output = run_logged(command, log, timeout=600)
+    assert code == 0, output[-6000:]
+    return output
 
 
 def weights(path):
@@ -89,15 +92,10 @@ def test_explicit_resume_from_a_corrupt_checkpoint_fails_clearly(tiny_models, tm
     bad = tmp_path / "run" / "checkpoint-7"
     bad.mkdir(parents=True)
     (bad / "trainer_state.json").write_text("{not json")
-    out = subprocess.run(
-        recipe(tiny_models, tmp_path / "run", "--resume_from_checkpoint", str(bad)),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode != 0
-    assert "checkpoint-7" in out.stderr and "not a usable checkpoint" in out.stderr
+    command = recipe(tiny_models, tmp_path / "run", "--resume_from_checkpoint", str(bad))
+    code, log = run_logged(command, tmp_path / "resume.log", timeout=300)
+    assert code != 0
+    assert "checkpoint-7" in log and "not a usable checkpoint" in log
 
 
 def test_lora_changes_only_adapter_weights_and_exports_merged(tiny_models, tmp_path):

@@ -3,11 +3,10 @@
 import json
 import os
 import struct
-import subprocess
 
 import pytest
 
-from helpers import PYTHON, REPO
+from helpers import PYTHON, REPO, run_logged
 
 wandb = pytest.importorskip("wandb")
 
@@ -46,8 +45,8 @@ def test_offline_run_holds_reward_metrics_and_caption_table(tiny_models, tmp_pat
         "--reasoner_backend", "transformers", "--output_dir", str(tmp_path / "run"),
         "--report_to", "wandb", "--caption_table_steps", "1", "--run_name", "racro-offline",
     ]  # fmt: skip
-    out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    code, log = run_logged(command, tmp_path / "run.log", timeout=600, env=env)
+    assert code == 0, log[-5000:]
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     rows, keys = history_keys(next(run_dir.glob("run-*.wandb")))
     assert rows >= 2

@@ -5,12 +5,11 @@ use, 3 CPU-minutes of `make test` on 2 cores for a path the GPU test covers as s
 
 import os
 import re
-import subprocess
 import textwrap
 
 import pytest
 
-from helpers import PYTHON, REPO, free_port, tiny_launch
+from helpers import PYTHON, free_port, run_logged, tiny_launch
 
 pytest.importorskip("deepspeed")
 
@@ -59,19 +58,14 @@ def test_reasoner_outside_zero3(tiny_models, tmp_path):
         "WORLD_SIZE": "1",
         "LOCAL_RANK": "0",
     }
-    out = subprocess.run(
-        [PYTHON, str(script), str(tiny_models["reasoner"])],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    code, log = run_logged(
+        [PYTHON, str(script), str(tiny_models["reasoner"])], tmp_path / "probe.log", 600, env
     )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "deepspeed_shm_comm" not in out.stdout + out.stderr, "DeepSpeed built its CPU shm op (80 s)"
+    assert code == 0, log[-3000:]
+    assert "deepspeed_shm_comm" not in log, "DeepSpeed built its CPU shm op (80 s)"
     lines = dict(
         line.split(" ", 1)
-        for line in out.stdout.splitlines()
+        for line in log.splitlines()
         if line.split(" ", 1)[0] in {"PLAIN", "REASONER", "INSIDE", "ANSWER"}
     )
     assert lines["PLAIN"] == "(0,) True", "without the guard ZeRO-3 partitions the model (the test can fail)"
@@ -93,9 +87,8 @@ def test_zero3_recipe_trains(tiny_models, sample_data, tmp_path):
         "--max_steps", "3", "--save_strategy", "no", "--weight_decay", "0",  # only a gradient moves weights
         "--reasoner_backend", "transformers",  # a transformers reasoner is what zero.Init would partition
     )  # fmt: skip
-    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    log = run.stdout + run.stderr
+    code, log = run_logged(command, tmp_path / "zero3.log", timeout=900)
+    assert code == 0, log[-8000:]
     assert "policy parameters partitioned by ZeRO-3: True" in log
     assert "deepspeed_shm_comm" not in log, "DeepSpeed built its CPU shm op (80 s)"
     assert re.search(r"transformers reasoner: \d+ parameters, ZeRO-3 partitioned: False", log), log[-3000:]
