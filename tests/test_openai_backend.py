@@ -114,7 +114,7 @@ def test_reasoner_labels_come_from_the_server(reader_server, tiny_models):
     a checkpoint by its folder name; --reasoner-name overrides; a model the server lacks is an error."""
     from urllib.parse import urlsplit
 
-    from racro_trl.tools.cli import reasoner_labels
+    from racro_trl.tools.eval_models import reasoner_labels
 
     port = urlsplit(reader_server).netloc
     local = str(tiny_models["reasoner"])

@@ -9,10 +9,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from ..evaluation.benchmarks import PAPER_BENCHMARKS
+from .eval_models import (
+    add_model_flags,
+    build_mllm_from_args,
+    build_reasoner_from_args,
+    check_models,
+    reasoner_labels,
+    samplings,
+)
 
 
 def _make_tiny(args) -> None:
@@ -57,61 +64,6 @@ def _prepare_data(args) -> None:
         print(f"pushed to the Hub: {args.push_to_hub}")
 
 
-def _mllm(args):
-    from ..evaluation.pipeline import build_mllm
-
-    kwargs = {"max_images": args.max_images, "min_pixels": args.min_pixels, "max_pixels": args.max_pixels}
-    if args.mllm_backend == "vllm":
-        kwargs |= {
-            "gpu_memory_utilization": args.mllm_gpu_memory_utilization,
-            "tensor_parallel_size": args.mllm_tensor_parallel_size,
-            "max_model_len": args.max_model_len,
-            "enforce_eager": args.enforce_eager,
-        }
-    return build_mllm(args.mllm_backend, args.mllm, **kwargs)
-
-
-def is_served(reasoner: str) -> bool:
-    """A ``--reasoner`` given as an OpenAI-compatible URL (else a checkpoint path or Hub id)."""
-    return reasoner.startswith(("http://", "https://"))
-
-
-def _reasoner(args, reasoner: str):
-    """A reasoner checkpoint (in-process, ``--reasoner-backend``) or an OpenAI-compatible URL."""
-    from ..reasoning.reasoners import build_reasoner
-
-    if is_served(reasoner):
-        return build_reasoner("openai", args.reasoner_model, reasoner, max_retries=args.reasoner_max_retries)
-    if (args.reasoner_backend or "vllm") == "vllm":
-        return build_reasoner(
-            "vllm",
-            reasoner,
-            gpu_memory_utilization=args.reasoner_gpu_memory_utilization,
-            tensor_parallel_size=args.reasoner_tensor_parallel_size,
-            max_model_len=args.max_model_len,
-            enforce_eager=args.enforce_eager,
-        )
-    return build_reasoner(args.reasoner_backend, reasoner)
-
-
-def _samplings(args):
-    from ..evaluation.pipeline import JOINT_SAMPLING, MLLM_SAMPLING
-
-    return replace(MLLM_SAMPLING, max_tokens=args.max_tokens), replace(
-        JOINT_SAMPLING, max_tokens=args.max_tokens
-    )
-
-
-def check_models(args) -> None:
-    """--mllm and every local --reasoner exist (a folder with config.json) or are Hub ids, before any loads."""
-    from ..training.launch_checks import check_model_reference
-
-    check_model_reference(args.mllm, "--mllm")
-    for reasoner in [args.reasoner] if isinstance(args.reasoner, str) else args.reasoner or []:
-        if not is_served(reasoner):
-            check_model_reference(reasoner, "--reasoner")
-
-
 def _infer(args) -> None:
     from PIL import Image
 
@@ -120,7 +72,9 @@ def _infer(args) -> None:
     from ..evaluation.pipeline import Item, RacroPipeline
 
     images = [Image.open(path).convert("RGB") for path in args.image]
-    pipeline = RacroPipeline(_mllm(args), _reasoner(args, args.reasoner), *_samplings(args))
+    pipeline = RacroPipeline(
+        build_mllm_from_args(args), build_reasoner_from_args(args, args.reasoner), *samplings(args)
+    )
     result = pipeline.answer([Item(images, args.question)])[0]
     print(f"=== caption ===\n{result['caption']}\n")
     print(f"=== tentative answer (MLLM) ===\n{result['tentative']}\n")
@@ -150,7 +104,8 @@ def _eval(args) -> None:
         args.reasoner, args.reasoner_model, args.reasoner_name, args.reasoner_max_retries + 1
     )
     reasoners = [
-        (label, lambda r=r: _reasoner(args, r)) for label, r in zip(labels, args.reasoner, strict=True)
+        (label, lambda r=r: build_reasoner_from_args(args, r))
+        for label, r in zip(labels, args.reasoner, strict=True)
     ]
     judge = None
     if args.judge_url:
@@ -161,9 +116,9 @@ def _eval(args) -> None:
         # connect now: a wrong judge URL fails before any model loads
         judge = AnswerJudge(args.judge_url, args.judge_model, api_key=os.environ.get(args.judge_api_key_env))
     judged = [b.strip() for b in args.judge_benchmarks.split(",")] if args.judge_benchmarks else None
-    mllm_sampling, joint_sampling = _samplings(args)
+    mllm_sampling, joint_sampling = samplings(args)
     evaluate_many(
-        _mllm(args), reasoners, benchmarks, args.out, mllm_sampling=mllm_sampling,
+        build_mllm_from_args(args), reasoners, benchmarks, args.out, mllm_sampling=mllm_sampling,
         joint_sampling=joint_sampling, mode=args.mode, mllm_name=args.mllm, limit=args.limit,
         batch_size=args.batch_size, flat=bool(args.benchmark) and len(reasoners) == 1, judge=judge,
         judge_benchmarks=judged,
@@ -172,112 +127,12 @@ def _eval(args) -> None:
     print(f"results in {args.out} (results_table.md/.csv/.png)")
 
 
-def served_model_ids(url: str, attempts: int = 1, timeout: float = 10.0) -> list[str]:
-    """The model ids an OpenAI-compatible server lists at ``url/models`` (``attempts`` tries, 1 s apart);
-    a one-line error naming the URL otherwise, before any model loads."""
-    import time
-
-    import httpx
-
-    for attempt in range(1, attempts + 1):
-        try:
-            response = httpx.get(url.rstrip("/") + "/models", timeout=timeout)
-            response.raise_for_status()
-            return [m["id"] for m in response.json()["data"]]
-        except httpx.TransportError as error:
-            if attempt == attempts:
-                raise ValueError(
-                    f"reasoner server at {url} unreachable after {attempts} attempts ({error})"
-                ) from error
-            time.sleep(1.0)
-        except (httpx.HTTPError, KeyError, ValueError) as error:
-            raise ValueError(f"--reasoner {url}: no OpenAI-compatible model list there ({error})") from error
-    return []
-
-
-def label_reasoners(reasoners: list[str], names: list[str]) -> list[str]:
-    """``names`` (the model of each reasoner) made unique: a served one that collides gets its host:port.
-
-    >>> label_reasoners(["http://127.0.0.1:18431/v1", "http://127.0.0.1:18432/v1", "/ckpt/r1"], ["r1", "r1", "r1"])
-    ['r1@127.0.0.1:18431', 'r1@127.0.0.1:18432', 'r1']
-    >>> label_reasoners(["http://a:1/v1", "/m/strong"], ["weak", "strong"])
-    ['weak', 'strong']
-    """
-    from urllib.parse import urlsplit
-
-    labels = []
-    for reasoner, name in zip(reasoners, names, strict=True):
-        served = is_served(reasoner)
-        labels.append(f"{name}@{urlsplit(reasoner).netloc}" if served and names.count(name) > 1 else name)
-    return labels
-
-
-def reasoner_labels(
-    reasoners: list[str], served_model: str | None, overrides: list[str] | None, attempts: int = 1
-) -> list[str]:
-    """How the tables, CSV, chart and summaries name each ``--reasoner``: ``--reasoner-name`` when given;
-    else a served reasoner's model id (``--reasoner-model``, or the first its server lists at /v1/models),
-    a local checkpoint's folder name, or a Hub id as written; host:port is added where two would collide."""
-    if overrides:
-        if len(overrides) != len(reasoners):
-            raise ValueError(
-                f"{len(overrides)} --reasoner-name for {len(reasoners)} --reasoner; give one per reasoner"
-            )
-        return list(overrides)
-    names = []
-    for r in reasoners:
-        if is_served(r):
-            ids = served_model_ids(r, attempts)
-            if served_model and served_model not in ids:
-                raise ValueError(f"--reasoner-model {served_model!r} is not served at {r} (it serves {ids})")
-            names.append(served_model or (ids[0] if ids else r))
-        else:
-            names.append(Path(r).name if Path(r).is_dir() else r)
-    return label_reasoners(reasoners, names)
-
-
 def _table(args) -> None:
     from ..evaluation.results_table import collect_summaries, write_table
 
     md = write_table(collect_summaries(args.folders), args.out)
     print(md.read_text())
     print(f"also {md.with_suffix('.csv')} and {md.with_suffix('.png')}")
-
-
-def _add_model_flags(p: argparse.ArgumentParser, several_reasoners: bool = False) -> None:
-    p.add_argument("--mllm", required=True, help="the captioner: checkpoint path or Hub id (Qwen2.5-VL)")
-    p.add_argument("--mllm-backend", choices=["vllm", "transformers"], default="vllm")
-    p.add_argument(
-        "--reasoner",
-        required=True,
-        action="append" if several_reasoners else "store",
-        help="reasoner checkpoint path / Hub id, or an OpenAI-compatible URL"
-        + ("; repeat it to compare reasoners on the same captions" if several_reasoners else ""),
-    )
-    p.add_argument(
-        "--reasoner-backend", choices=["vllm", "transformers"], help="for a checkpoint (default: vllm)"
-    )
-    p.add_argument("--reasoner-model", help="with a URL: the served model name (default: the first served)")
-    if several_reasoners:
-        p.add_argument(
-            "--reasoner-name",
-            action="append",
-            help="the reasoner's name in tables and charts, once per --reasoner (default: the model id its server "
-            "lists, or the checkpoint's folder name)",
-        )
-    p.add_argument("--reasoner-max-retries", type=int, default=3)
-    p.add_argument("--max-tokens", type=int, default=8192, help="per stage (default: %(default)s)")
-    p.add_argument(
-        "--max-model-len", type=int, help="vLLM context length of both engines (default: the model's)"
-    )
-    p.add_argument("--max-images", type=int, default=1, help="images per prompt the MLLM engine allows")
-    p.add_argument("--min-pixels", type=int, help="image area bounds for the MLLM processor")
-    p.add_argument("--max-pixels", type=int)
-    p.add_argument("--mllm-gpu-memory-utilization", type=float, default=0.4)
-    p.add_argument("--reasoner-gpu-memory-utilization", type=float, default=0.4)
-    p.add_argument("--mllm-tensor-parallel-size", type=int, default=1)
-    p.add_argument("--reasoner-tensor-parallel-size", type=int, default=1)
-    p.add_argument("--enforce-eager", action="store_true", help="vLLM without CUDA graphs (faster start)")
 
 
 def _export(args) -> None:
@@ -410,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--image", required=True, nargs="+", help="image file(s)")
     p.add_argument("--question", required=True)
-    _add_model_flags(p)
+    add_model_flags(p)
     p.set_defaults(func=_infer)
 
     p = sub.add_parser(
@@ -453,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--judge-api-key-env", default="JUDGE_API_KEY", help="environment variable holding the judge's key"
     )
     p.add_argument("--judge-benchmarks", help="comma-separated: judge only these (default: every benchmark)")
-    _add_model_flags(p, several_reasoners=True)
+    add_model_flags(p, several_reasoners=True)
     p.set_defaults(func=_eval)
 
     p = sub.add_parser(
