@@ -67,8 +67,9 @@ def build_models(out: Path, seed: int = 0, deaf: bool = False) -> dict[str, Path
     return paths
 
 
-def cro(out: Path, models: dict, data: Path, seed: int, steps: int, extra: list[str] = ()) -> Path:
-    """One CRO run (kept when its final checkpoint exists); returns its output folder."""
+def cro(out: Path, models: dict, data: Path, seed: int, steps: int, extra: list[str] = (), env: dict | None = None) -> Path:  # fmt: skip
+    """One CRO run (kept when its final checkpoint exists); returns its output folder. ``env``: more
+    environment for the launch."""
     run = out / f"cro-seed{seed}"
     final = run / f"checkpoint-{steps}"
     if (final / "config.json").exists():
@@ -77,7 +78,7 @@ def cro(out: Path, models: dict, data: Path, seed: int, steps: int, extra: list[
            "recipes/cro.py", "--config", "recipes/mini/cro.yaml", "--seed", str(seed), "--max_steps", str(steps),
            "--save_steps", str(steps), "--output_dir", str(run), "--model_name_or_path", str(models["captioner"]),
            "--reasoner_model", str(models["weak"]), "--dataset_name", str(data), *extra]  # fmt: skip
-    _run(cmd, out / f"cro-seed{seed}.log", {"VLLM_CPU_KVCACHE_SPACE": "1"})
+    _run(cmd, out / f"cro-seed{seed}.log", {"VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})})
     return run
 
 
@@ -220,8 +221,9 @@ def figure(runs: dict[str, Path], table_rows: dict[str, list[dict]], path: Path)
 def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), steps: int = 300,
          train_rows: int = 512, eval_rows: int = 192, sabotage: str | None = None) -> dict:  # fmt: skip
     """The whole reproduction (see the module's docstring); returns what ``table.json`` holds.
-    ``sabotage``: ``constant-images`` (CRO on images made constant) or ``deaf`` (CRO rewarded by a
-    reasoner that never sees the caption: its answers come from the question alone)."""
+    ``sabotage``: ``constant-images`` (CRO on images made constant), ``deaf`` (CRO rewarded by a reasoner
+    trained on descriptions whose colours were drawn apart from the image) or ``blind`` (CRO rewarded by
+    the weak reasoner reading an empty caption: :mod:`racro_trl.mini.sabotage`)."""
     from ..data.training_data import build_sample_dataset
 
     started = time.time()
@@ -235,10 +237,12 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
     extra = {
         "constant-images": ["--image_ablation", "constant"],
         "deaf": ["--reasoner_model", str(models.get("deaf"))],
+        "blind": ["--reward_funcs", "racro_trl.mini.sabotage.caption_blind"],
     }
+    env = {"RACRO_MINI_BLIND_REASONER": str(models["weak"])} if sabotage == "blind" else None
     if sabotage:
         out = out / f"sabotage-{sabotage}"
-    runs = {s: cro(out, models, data, s, steps, extra.get(sabotage, [])) for s in seeds}
+    runs = {s: cro(out, models, data, s, steps, extra.get(sabotage, []), env) for s in seeds}
     trained = time.time()
     evals = {
         "start": _results(

@@ -217,9 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=300, help="CRO steps per seed (default: %(default)s)")
     p.add_argument(
         "--sabotage",
-        choices=("constant-images", "deaf"),
+        choices=("constant-images", "deaf", "blind"),
         default=None,
-        help="a control that must not gain: CRO on constant images, or rewarded by a reasoner deaf to the caption",
+        help="a control that must not gain: CRO on constant images, rewarded by a reasoner trained apart from "
+        "the images (deaf), or by the weak reasoner reading an empty caption (blind)",
     )
     p.set_defaults(func=_repro_mini)
 
