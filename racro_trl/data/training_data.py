@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..reasoning import prompts
 from ..toy.drawing import COLORS, SHAPES, scene
+from .schema import training_features
 
 logger = logging.getLogger(__name__)
 
@@ -249,16 +250,7 @@ def build_sample_dataset(out: str | Path, n: int = 48, seed: int = 0, task: str 
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    features = datasets.Features(
-        {
-            "images": datasets.List(datasets.Image()),
-            "question": datasets.Value("string"),
-            "answer": datasets.Value("string"),
-            "category": datasets.Value("string"),
-            "source": datasets.Value("string"),
-            "qid": datasets.Value("string"),
-        }
-    )
+    features = training_features()
     if task not in ("mixed", "colour", "tiles"):
         raise ValueError(f"task must be 'mixed', 'colour' or 'tiles', got {task!r}")
     if task == "tiles":

@@ -25,6 +25,8 @@ import random
 import re
 from pathlib import Path
 
+from ..data.schema import training_features
+
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30)}
 VALUES = {"red": 1, "green": 2, "blue": 3, "yellow": 4}
 TILES = 4
@@ -246,17 +248,8 @@ def write_tiles_data(out: str | Path, n: int = 512, seed: int = 0, eval_rows: in
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    features = datasets.Features(
-        {
-            "images": datasets.List(datasets.Image()),
-            "question": datasets.Value("string"),
-            "answer": datasets.Value("string"),
-            "category": datasets.Value("string"),
-            "source": datasets.Value("string"),
-            "qid": datasets.Value("string"),
-            "colours": datasets.List(datasets.Value("string")),
-            "tiles": datasets.List(datasets.Value("int32")),
-        }
+    features = training_features(
+        colours=datasets.List(datasets.Value("string")), tiles=datasets.List(datasets.Value("int32"))
     )
     datasets.Dataset.from_list(rows(n, seed), features=features).to_parquet(str(out / "train.parquet"))
     write_tsv(eval_rows_of(eval_rows, seed), out / "Tiles.tsv")
