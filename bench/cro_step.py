@@ -47,6 +47,39 @@ def timed(times: dict, key: str, fn):
     return wrapper
 
 
+class PassFlops:
+    """The policy's FLOPs per step, counted from what each log-prob pass is given: 2 x parameters per
+    token (non-padding tokens through the language model, image patches through the vision tower).
+    Passes without gradient are the old and reference log-probs; a pass with gradient costs a forward
+    and a backward of twice a forward, plus a recomputed forward under gradient checkpointing."""
+
+    def __init__(self, model, checkpointing: bool):
+        from racro_trl.training.model_setup import full_numel
+
+        self.vision = sum(full_numel(p) for n, p in model.named_parameters() if "visual" in n)
+        self.language = sum(full_numel(p) for n, p in model.named_parameters() if "visual" not in n)
+        self.backward_factor = 4 if checkpointing else 3
+        self.reset()
+
+    def reset(self) -> None:
+        self.scoring = self.training = 0.0
+
+    def wrap(self, method):
+        import torch
+
+        def counted(model, input_ids, attention_mask, *args, **kwargs):
+            pixels = kwargs.get("pixel_values")
+            patches = 0 if pixels is None else pixels.shape[0]
+            forward = 2 * self.language * int(attention_mask.sum()) + 2 * self.vision * patches
+            if torch.is_grad_enabled():
+                self.training += self.backward_factor * forward
+            else:
+                self.scoring += forward
+            return method(model, input_ids, attention_mask, *args, **kwargs)
+
+        return counted
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=["lora", "full"], default="lora")
@@ -79,6 +112,12 @@ def main() -> None:
         "--drop-zero-variance",
         action="store_true",
         help="drop_zero_variance_groups (with dummy weights every caption scores 0: all groups are dropped)",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=989.0,
+        help="the GPU's dense bf16 peak, for the efficiency columns (default: %(default)s, H100/H200 SXM)",
     )
     parser.add_argument(
         "--full-vocab",
@@ -206,9 +245,11 @@ def main() -> None:
     trainer._generate = timed(times, "generate", trainer._generate)
     trainer._calculate_rewards = timed(times, "reward", trainer._calculate_rewards)
     trainer._generate_and_score_completions = timed(times, "score", trainer._generate_and_score_completions)
+    flops = PassFlops(trainer.model, config.gradient_checkpointing)
+    trainer._get_per_token_logps_and_entropies = flops.wrap(trainer._get_per_token_logps_and_entropies)
     header = (
         f"{'step':>4} {'total_s':>8} {'policy_gen_s':>12} {'reward_s':>9} {'logps_s':>8} {'bwd+opt_s':>9} "
-        f"{'peak_torch_GiB':>14} {'device_used_GiB':>15}"
+        f"{'peak_torch_GiB':>14} {'device_used_GiB':>15} {'logps_TFLOP/s':>13} {'bwd+opt_TFLOP/s':>15}"
     )
     rows = []
 
@@ -219,6 +260,7 @@ def main() -> None:
             if cuda:
                 torch.cuda.synchronize()
             self.start = time.perf_counter()
+            flops.reset()
 
         def on_step_end(self, *a, **k):
             torch_peak = used = 0.0
@@ -228,9 +270,16 @@ def main() -> None:
                 torch_peak, used = torch.cuda.max_memory_allocated() / 2**30, (total - free) / 2**30
             step = time.perf_counter() - self.start
             gen, rew, score = times["generate"][-1], times["reward"][-1], times["score"][-1]
+            logps, train = score - gen - rew, step - score
+
+            def rate(count, seconds):  # TFLOP/s and its share of --peak-tflops
+                tflops = count / max(seconds, 1e-9) / 1e12
+                return f"{tflops:.1f} ({100 * tflops / args.peak_tflops:.0f}%)"
+
             rows.append(
-                f"{len(rows) + 1:>4} {step:>8.1f} {gen:>12.1f} {rew:>9.1f} {score - gen - rew:>8.1f} "
-                f"{step - score:>9.1f} {torch_peak:>14.1f} {used:>15.1f}"
+                f"{len(rows) + 1:>4} {step:>8.1f} {gen:>12.1f} {rew:>9.1f} {logps:>8.1f} "
+                f"{train:>9.1f} {torch_peak:>14.1f} {used:>15.1f} {rate(flops.scoring, logps):>13} "
+                f"{rate(flops.training, train):>15}"
             )
             print(f"\nSTEP {header}\nSTEP {rows[-1]}", flush=True)
 
@@ -241,7 +290,9 @@ def main() -> None:
           f"gradient checkpointing {'off' if args.no_gradient_checkpointing else 'on'}, "
           f"{per_device} captions per pass); device {torch.cuda.get_device_name() if cuda else 'CPU'}; "
           f"{args.prompts} prompts x {args.captions} captions, captions <= {args.caption_tokens} tokens, "
-          f"reasoner answers <= {args.reasoner_tokens} tokens; trainable parameters {trainable / 1e6:.1f}M")  # fmt: skip
+          f"reasoner answers <= {args.reasoner_tokens} tokens; trainable parameters {trainable / 1e6:.1f}M; "
+          f"TFLOP/s from 2 x parameters per token ({flops.language / 1e9:.2f}B language, {flops.vision / 1e9:.2f}B "
+          f"vision per patch), % of {args.peak_tflops:.0f} TFLOP/s")  # fmt: skip
     print("\n".join([header, *rows]))
     for h in trainer.state.log_history:
         if "loss" in h:
