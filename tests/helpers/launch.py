@@ -17,14 +17,15 @@ from .paths import PYTHON, REPO
 
 
 def racro(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run the `racro` command (as `python -m racro_trl.tools.cli`) from the repository root."""
-    return subprocess.run(
-        [PYTHON, "-m", "racro_trl.tools.cli", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """Run the `racro` command (as `python -m racro_trl.tools.cli`) from the repository root, through
+    :func:`run_logged` with its output and errors apart (tests parse the one and match the other)."""
+    import tempfile
+
+    command = [PYTHON, "-m", "racro_trl.tools.cli", *args]
+    with tempfile.TemporaryDirectory(prefix="racro-") as folder:
+        out, err = Path(folder) / "stdout.log", Path(folder) / "stderr.log"
+        code, stdout = run_logged(command, out, timeout, errors=err)
+        return subprocess.CompletedProcess(command, code, stdout, err.read_text())
 
 
 def free_port() -> int:
@@ -33,20 +34,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_logged(command: list[str], log: Path, timeout: int, env: dict | None = None) -> tuple[int, str]:
+def run_logged(
+    command: list[str], log: Path, timeout: int, env: dict | None = None, errors: Path | None = None
+) -> tuple[int, str]:
     """Run ``command`` from the repository root with its output streamed to ``log``: (exit code, output).
+    ``errors``: stderr goes there instead of into ``log``.
 
     On timeout, every process under it running ``recipes/cro.py`` first gets SIGUSR1, on which the
     recipe prints its Python stacks, so the failure shows where a stuck run was.
     """
     import psutil
 
-    with log.open("w") as out:
-        proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+    with log.open("w") as out, contextlib.ExitStack() as stack:
+        err = stack.enter_context(errors.open("w")) if errors else subprocess.STDOUT
+        proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=err, env=env)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            before = log.read_text()
+            watched = errors or log  # where the stacks are printed (stderr)
+            before = watched.read_text()
             children = psutil.Process(proc.pid).children(recursive=True)
             for child in children:
                 with contextlib.suppress(psutil.Error):
@@ -58,7 +64,7 @@ def run_logged(command: list[str], log: Path, timeout: int, env: dict | None = N
                     child.kill()
             proc.kill()
             proc.wait()
-            stacks = log.read_text()[len(before) :]
+            stacks = watched.read_text()[len(before) :]
             pytest.fail(
                 f"{' '.join(command[:6])} ... timed out after {timeout} s; its log:\n{before[-4000:]}\n"
                 f"---- its stacks (SIGUSR1) ----\n{stacks[:40000]}"
