@@ -198,7 +198,6 @@ class CaptionReward:
         """Start the reasoner requests for these captions in the background; the reward call with the
         same captions and questions collects them (any other call asks anew)."""
         captions = [completion_text(c) for c in completions]
-        self._prefetch.collect(None, None)  # one batch in flight at a time, seeded after it
         self._prefetch.start(captions, list(question), self._seeded(trainer_state), self._ask)
 
     def _ask(self, captions: list[str], question: list[str], sampling: Sampling) -> Answers:
