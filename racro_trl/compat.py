@@ -86,10 +86,14 @@ def vllm_engine_env():
     """
     import torch
 
+    # both restored after the block, also one vLLM sets itself while building (external_launcher)
+    saved = {
+        name: os.environ.get(name)
+        for name in ("VLLM_WORKER_MULTIPROC_METHOD", "VLLM_ENABLE_V1_MULTIPROCESSING")
+    }
     wanted = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
     if not torch.cuda.is_available() or "LOCAL_RANK" in os.environ:
         wanted["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    saved = {name: os.environ.get(name) for name in (*wanted, "VLLM_ENABLE_V1_MULTIPROCESSING")}
     for name, value in wanted.items():
         os.environ.setdefault(name, value)
     try:

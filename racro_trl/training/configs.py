@@ -410,8 +410,8 @@ def keep_vllm_out(script_args: CROScriptArguments, training_args) -> None:
     TRL 1.16 imports vLLM whenever it is installed (``trl.generation``), also for a run that samples
     captions with transformers and asks a served reasoner: on 2 CPU cores the trainer's imports took
     20.1 s with it and 12.6 s without, in every rank of every launch. Call before importing the
-    trainer (it uses :func:`racro_trl.compat.hide_vllm`). A run that samples with vLLM, holds a vLLM reasoner or names its own reward function (a
-    dotted path, which may import vLLM) keeps it.
+    trainer (it uses :func:`racro_trl.compat.hide_vllm`). A run that samples with vLLM, holds a vLLM
+    reasoner or names its own reward function (a dotted path, which may import vLLM) keeps it.
     """
     import sys
 

@@ -64,6 +64,7 @@ class CROTrainer(GRPOTrainer):
         vision_tokens = vision_token_ids(kwargs["processing_class"])
         suppress_vision_tokens(kwargs["args"], vision_tokens)  # before TRL builds its sampler
         super().__init__(*args, **kwargs)
+        self._in_flight: BatchInFlight | None = None  # the generation batch being scored
         self.cro_args = (script_args, model_args, recipe_text)
         self.drop_zero_variance = getattr(script_args, "drop_zero_variance_groups", False)
         if self.drop_zero_variance:
@@ -218,7 +219,7 @@ class CROTrainer(GRPOTrainer):
                 f"({', '.join(Generated._fields)}): update racro_trl.training.trainer.Generated for this TRL"
             )
         generated = Generated(*returned)
-        batch = getattr(self, "_in_flight", None)
+        batch = self._in_flight
         if batch is not None:
             self._send_reasoner_requests(batch.inputs, generated.completions)
             batch.sampled_at = time.perf_counter()
@@ -232,7 +233,7 @@ class CROTrainer(GRPOTrainer):
                 reward.send(completions, [x["question"] for x in inputs], trainer_state=self.state)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        batch = getattr(self, "_in_flight", None)
+        batch = self._in_flight
         sampled_at = batch.sampled_at if batch is not None else None
         if sampled_at is not None:  # between sampling and reward: TRL's old and reference log-prob pass
             mode = "train" if self.model.training else "eval"
