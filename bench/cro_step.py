@@ -6,6 +6,7 @@
     python bench/cro_step.py --tiny                                        # CPU smoke run of the script
     python bench/cro_step.py --mode lora --sleep                           # both vLLM engines asleep in backward
     python bench/cro_step.py --mode lora --trainer trl                     # TRL's GRPOTrainer as it is
+    python bench/cro_step.py --mode lora --informative-groups 4 --drop-zero-variance   # 12 of 16 groups dropped
 
 `--trainer cro` (default) runs racro-trl's CROTrainer, `trl` TRL's plain GRPOTrainer: without the
 handoff seam (trl#6294), colocated vLLM samples from a prompt with every image expanded twice. TRL's
@@ -80,6 +81,21 @@ class PassFlops:
         return counted
 
 
+def informative(calculate, groups: int, captions: int):
+    """``_calculate_rewards`` with the first ``groups`` groups of each batch given rewards 0, 1, 0, 1, ...
+    (the reasoner still scores every caption: its time is unchanged)."""
+
+    import torch
+
+    def wrapper(*args, **kwargs):
+        rewards = calculate(*args, **kwargs)
+        rows = min(groups * captions, rewards.shape[0])
+        rewards[:rows, 0] = (torch.arange(rows, device=rewards.device) % 2).to(rewards.dtype)
+        return rewards
+
+    return wrapper
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=["lora", "full"], default="lora")
@@ -112,6 +128,14 @@ def main() -> None:
         "--drop-zero-variance",
         action="store_true",
         help="drop_zero_variance_groups (with dummy weights every caption scores 0: all groups are dropped)",
+    )
+    parser.add_argument(
+        "--informative-groups",
+        type=int,
+        default=0,
+        help="make this many prompts' groups per step informative: their captions' rewards set to 0, 1, "
+        "0, 1, ... after the reasoner has scored them (dummy weights score every caption 0), so that "
+        "--drop-zero-variance has that many groups to keep",
     )
     parser.add_argument(
         "--peak-tflops",
@@ -243,6 +267,10 @@ def main() -> None:
     )
     times: dict[str, list[float]] = defaultdict(list)
     trainer._generate = timed(times, "generate", trainer._generate)
+    if args.informative_groups:
+        trainer._calculate_rewards = informative(
+            trainer._calculate_rewards, args.informative_groups, args.captions
+        )
     trainer._calculate_rewards = timed(times, "reward", trainer._calculate_rewards)
     trainer._generate_and_score_completions = timed(times, "score", trainer._generate_and_score_completions)
     flops = PassFlops(trainer.model, config.gradient_checkpointing)
