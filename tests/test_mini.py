@@ -76,6 +76,20 @@ def test_caption_facts_and_the_needed_facts_metric():
     assert task.facts("Tile 3 is blue. Tile 3 is red.") == {3: "blue"}
 
 
+def test_needed_facts_share_by_pairs_of_tiles():
+    from racro_trl.mini.repro import needed_share
+
+    rows = [{"colours": ["red", "green", "blue", "yellow"], "tiles": t} for t in ([1, 2], [1, 4], [2, 3])]
+    results = [
+        {"index": "0", "caption": "Tile 1 is red. Tile 2 is green."},
+        {"index": "1", "caption": "Tile 1 is red. Tile 2 is green."},
+        {"index": "2", "caption": "Tile 2 is green. Tile 3 is blue."},
+    ]
+    assert needed_share(results, rows) == 100.0 * 2 / 3
+    assert needed_share(results, rows, task.HELD_OUT_PAIRS) == 50.0
+    assert needed_share(results, rows, task.TRAIN_PAIRS) == 100.0
+
+
 def test_reasoners_train_on_the_tokens_their_checkpoint_loads_with(tmp_path):
     """The tokenizer the reasoners are trained with tokenizes a question as the saved checkpoint does
     (vLLM, racro eval): the one in memory before saving did not (" 3" whole against " ", "3")."""

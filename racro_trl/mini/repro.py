@@ -123,10 +123,15 @@ def accuracies(results: list[dict]) -> dict[str, float]:
     return acc
 
 
-def needed_share(results: list[dict], rows: list[dict]) -> float:
-    """Share (%) of captions that state, rightly, both facts their question needs."""
+def needed_share(results: list[dict], rows: list[dict], pairs=None) -> float:
+    """Share (%) of captions that state, rightly, both facts their question needs; ``pairs``: only the
+    questions about these pairs of tiles (e.g. :data:`task.HELD_OUT_PAIRS`)."""
     by_index = {str(i): row for i, row in enumerate(rows)}
-    hits = [task.carries_needed(r["caption"] or "", by_index[str(r["index"])]) for r in results]
+    hits = [
+        task.carries_needed(r["caption"] or "", by_index[str(r["index"])])
+        for r in results
+        if pairs is None or tuple(sorted(by_index[str(r["index"])]["tiles"])) in pairs
+    ]
     return 100.0 * sum(hits) / len(hits)
 
 
@@ -137,6 +142,23 @@ def spread(values: list[float]) -> tuple[float, float]:
     (66.0, 5.0)
     """
     return sum(values) / len(values), (max(values) - min(values)) / 2
+
+
+def caption_metric(needed: dict) -> str:
+    """One line: the share of captions stating both needed facts, start and CRO, over all questions and
+    over the training and the held-out pairs of tiles.
+
+    >>> caption_metric({"start": 18.2, "CRO": (55.7, 9.6), "start, held-out pairs": 50.0, "CRO, held-out pairs": (0.0, 0.0)})
+    'start 18.2%, CRO 55.7 +- 9.6%; held-out pairs: start 50.0%, CRO 0.0 +- 0.0%'
+    """
+    parts = []
+    for group in ("", ", training pairs", ", held-out pairs"):
+        if f"start{group}" in needed:
+            cro, half = needed[f"CRO{group}"]
+            parts.append(
+                f"{group[2:]}{': ' if group else ''}start {needed[f'start{group}']:.1f}%, CRO {cro:.1f} +- {half:.1f}%"
+            )
+    return "; ".join(parts)
 
 
 def table(runs: dict[str, list[dict]]) -> str:
@@ -267,6 +289,9 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
         settings[f"ground-truth captions + {role} reasoner (ceiling)"] = [acc]
     needed = {"start": needed_share(evals["start"]["weak"], rows)}
     needed["CRO"] = spread([needed_share(evals[s]["weak"], rows) for s in runs])
+    for group, pairs in (("training pairs", task.TRAIN_PAIRS), ("held-out pairs", task.HELD_OUT_PAIRS)):
+        needed[f"start, {group}"] = needed_share(evals["start"]["weak"], rows, pairs)
+        needed[f"CRO, {group}"] = spread([needed_share(evals[s]["weak"], rows, pairs) for s in runs])
     text = table(settings)
     examples = caption_examples(evals["start"]["weak"], evals[seeds[0]]["weak"], rows)
     report = {"table": settings, "needed_facts": needed, "seeds": list(seeds), "steps": steps, "sabotage": sabotage,
@@ -276,9 +301,7 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
     (out / "captions.md").write_text(examples)
     figure(runs, settings, out / "figure.png")
     print(text)
-    print(
-        f"\ncaptions stating both needed facts: start {needed['start']:.1f}%, CRO {needed['CRO'][0]:.1f} +- {needed['CRO'][1]:.1f}%"
-    )
+    print("\ncaptions stating both needed facts: " + caption_metric(needed))
     print("\n" + examples)
     print(f"wrote {out}/table.md, table.json, figure.png, captions.md in {time.time() - started:.0f} s")
     return report
