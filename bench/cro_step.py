@@ -7,6 +7,7 @@
     python bench/cro_step.py --mode lora --sleep                           # both vLLM engines asleep in backward
     python bench/cro_step.py --mode lora --trainer trl                     # TRL's GRPOTrainer as it is
     python bench/cro_step.py --mode lora --informative-groups 4 --drop-zero-variance   # 12 of 16 groups dropped
+    python bench/cro_step.py --mode lora --standalone --profile-step 3     # vLLM ratios, kernel profile
 
 `--trainer cro` (default) runs racro-trl's CROTrainer, `trl` TRL's plain GRPOTrainer: without the
 handoff seam (trl#6294), colocated vLLM samples from a prompt with every image expanded twice. TRL's
@@ -149,6 +150,18 @@ def main() -> None:
         help="sample captions from the whole vocabulary (not printable tokens only): with a restricted "
         "vocabulary vLLM's log-probs are renormalised over it and TRL's logp gap measures that, not the prompt",
     )
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="after training, run the last step's batches straight through each vLLM engine: sampling and "
+        "reward tokens/s as a ratio to standalone vLLM on the same model, shape and batch (GPU only)",
+    )
+    parser.add_argument(
+        "--profile-step",
+        type=int,
+        default=0,
+        help="torch.profiler over this step's backward + optimizer: GPU-busy share and kernel time by kind (GPU only)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -273,6 +286,10 @@ def main() -> None:
         )
     trainer._calculate_rewards = timed(times, "reward", trainer._calculate_rewards)
     trainer._generate_and_score_completions = timed(times, "score", trainer._generate_and_score_completions)
+    from phase_probes import KernelProfile, Standalone
+
+    standalone = Standalone(trainer, reward, times) if args.standalone and cuda else None
+    profile = KernelProfile(trainer, args.profile_step) if args.profile_step and cuda else None
     flops = PassFlops(trainer.model, config.gradient_checkpointing)
     trainer._get_per_token_logps_and_entropies = flops.wrap(trainer._get_per_token_logps_and_entropies)
     header = (
@@ -297,6 +314,8 @@ def main() -> None:
                 free, total = torch.cuda.mem_get_info()
                 torch_peak, used = torch.cuda.max_memory_allocated() / 2**30, (total - free) / 2**30
             step = time.perf_counter() - self.start
+            if profile is not None:
+                profile.stop()
             gen, rew, score = times["generate"][-1], times["reward"][-1], times["score"][-1]
             logps, train = score - gen - rew, step - score
 
@@ -322,6 +341,11 @@ def main() -> None:
           f"TFLOP/s from 2 x parameters per token ({flops.language / 1e9:.2f}B language, {flops.vision / 1e9:.2f}B "
           f"vision per patch), % of {args.peak_tflops:.0f} TFLOP/s")  # fmt: skip
     print("\n".join([header, *rows]))
+    if profile is not None:
+        print(f"(step {args.profile_step} ran under the profiler: its times include the profiler's cost)")
+        print("\n".join(profile.lines))
+    if standalone is not None:
+        print("\n".join(standalone.report()))
     for h in trainer.state.log_history:
         if "loss" in h:
             print(
