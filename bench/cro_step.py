@@ -53,14 +53,15 @@ class PassFlops:
     """The policy's FLOPs per step, counted from what each log-prob pass is given: 2 x parameters per
     token (non-padding tokens through the language model, image patches through the vision tower).
     Passes without gradient are the old and reference log-probs; a pass with gradient costs a forward
-    and a backward of twice a forward, plus a recomputed forward under gradient checkpointing."""
+    and a backward of twice a forward (once with LoRA: the frozen weights get no gradient), plus a
+    recomputed forward under gradient checkpointing."""
 
-    def __init__(self, model, checkpointing: bool):
+    def __init__(self, model, checkpointing: bool, lora: bool = False):
         from racro_trl.training.model_setup import full_numel
 
         self.vision = sum(full_numel(p) for n, p in model.named_parameters() if "visual" in n)
         self.language = sum(full_numel(p) for n, p in model.named_parameters() if "visual" not in n)
-        self.backward_factor = 4 if checkpointing else 3
+        self.backward_factor = 1 + (1 if checkpointing else 0) + (1 if lora else 2)
         self.reset()
 
     def reset(self) -> None:
@@ -101,6 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=["lora", "full"], default="lora")
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--policy", choices=["3b", "7b"], default="3b", help="Qwen2.5-VL shape of the policy")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--captions", type=int, default=4)
     parser.add_argument("--caption-tokens", type=int, default=512)
@@ -185,11 +187,15 @@ def main() -> None:
         args.prompts, args.caption_tokens, args.reasoner_tokens, args.steps = 4, 8, 8, 2
         image_size = 96
     else:
+        from racro_trl.toy import shapes
         from racro_trl.toy.shapes import policy_dir, printable_token_ids, reasoner_dir
 
-        policy = tmp / "qwen2.5-vl-3b"
+        policy = tmp / f"qwen2.5-vl-{args.policy}"
         if not (policy / "config.json").exists():
-            policy_dir(policy)
+            size = args.policy.upper()
+            policy_dir(
+                policy, getattr(shapes, f"QWEN25_VL_{size}_TEXT"), getattr(shapes, f"QWEN25_VL_{size}_VISION")
+            )
             torch.cuda.reset_peak_memory_stats()  # the peak-memory figures exclude building it
         reasoner_path = reasoner_dir(tmp / "r1-distill-qwen-7b")
         # Reward prompt: ~250 tokens of template and question + the caption; then the answer.
@@ -290,7 +296,7 @@ def main() -> None:
 
     standalone = Standalone(trainer, reward, times) if args.standalone and cuda else None
     profile = KernelProfile(trainer, args.profile_step) if args.profile_step and cuda else None
-    flops = PassFlops(trainer.model, config.gradient_checkpointing)
+    flops = PassFlops(trainer.model, config.gradient_checkpointing, lora=args.mode == "lora")
     trainer._get_per_token_logps_and_entropies = flops.wrap(trainer._get_per_token_logps_and_entropies)
     header = (
         f"{'step':>4} {'total_s':>8} {'policy_gen_s':>12} {'reward_s':>9} {'logps_s':>8} {'bwd+opt_s':>9} "
@@ -333,7 +339,7 @@ def main() -> None:
     trainer.add_callback(StepClock())
     trainer.train()
     trainable = sum(full_numel(p) for p in trainer.model.parameters() if p.requires_grad)
-    print(f"\nCRO step bench ({args.mode}, {args.trainer} trainer, sleep {'on' if args.sleep else 'off'}, "
+    print(f"\nCRO step bench ({args.policy} policy, {args.mode}, {args.trainer} trainer, sleep {'on' if args.sleep else 'off'}, "
           f"gradient checkpointing {'off' if args.no_gradient_checkpointing else 'on'}, "
           f"{per_device} captions per pass); device {torch.cuda.get_device_name() if cuda else 'CPU'}; "
           f"{args.prompts} prompts x {args.captions} captions, captions <= {args.caption_tokens} tokens, "
