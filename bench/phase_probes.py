@@ -83,6 +83,7 @@ class Standalone:
             ours, alone = tokens / seconds, standalone_tokens / standalone_seconds
             lines.append(f"{name:<18} {ours:>13,.0f} {alone:>16,.0f} {ours / alone:>6.3f} {tokens:>7}")
 
+        print("standalone: the policy's last batch again, straight through its vLLM engine", flush=True)
         args, kwargs = self.policy_call
         _cold(self.llm)
         outputs, alone = _synchronized(lambda: self.policy_generate(*args, **kwargs))
@@ -103,6 +104,7 @@ class Standalone:
             for i in range(len(chats))
         ]
         rendered = reasoner.prompts(chats)
+        print("standalone: the reasoner's last batch again, straight through its vLLM engine", flush=True)
         _cold(reasoner.llm)
         outputs, alone = _synchronized(lambda: reasoner.llm.generate(rendered, params, use_tqdm=False))
         answered = self.reasoner_answers.tokens
