@@ -19,9 +19,12 @@ def _synchronized(fn):
 
 
 def _cold(llm) -> None:
-    """Forgets what the in-step call left cached (prompt prefixes, image features), so that the
-    standalone run recomputes what the step computed."""
+    """Forgets what the in-step call left cached (prompt prefixes, image features, processed images), so
+    that the standalone run recomputes what the step computed."""
     llm.reset_prefix_cache()
+    reset_processed = getattr(llm, "reset_mm_cache", None)  # not every vLLM version has it
+    if reset_processed is not None:
+        reset_processed()
     reset_encoder = getattr(llm.llm_engine, "reset_encoder_cache", None)
     if reset_encoder is not None:
         reset_encoder()
