@@ -164,6 +164,9 @@ def main() -> None:
         default=0,
         help="torch.profiler over this step's backward + optimizer: GPU-busy share and kernel time by kind (GPU only)",
     )
+    parser.add_argument(
+        "--json", help="also write the measured figures to this file (bench/efficiency.py reads it)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -302,7 +305,7 @@ def main() -> None:
         f"{'step':>4} {'total_s':>8} {'policy_gen_s':>12} {'reward_s':>9} {'logps_s':>8} {'bwd+opt_s':>9} "
         f"{'peak_torch_GiB':>14} {'device_used_GiB':>15} {'logps_TFLOP/s':>13} {'bwd+opt_TFLOP/s':>15}"
     )
-    rows = []
+    rows, records = [], []
 
     class StepClock(TrainerCallback):
         """Prints each step's row as soon as it ends: a run cut short still reports its steps."""
@@ -329,6 +332,16 @@ def main() -> None:
                 tflops = count / max(seconds, 1e-9) / 1e12
                 return f"{tflops:.1f} ({100 * tflops / args.peak_tflops:.0f}%)"
 
+            records.append(
+                {
+                    "total_s": step, "sampling_s": gen, "reward_s": rew, "logps_s": logps, "train_s": train,
+                    "peak_torch_gib": torch_peak, "device_used_gib": used,
+                    "logps_tflops": flops.scoring / max(logps, 1e-9) / 1e12,
+                    "train_tflops": flops.training / max(train, 1e-9) / 1e12,
+                    "sync_s": times["sync"][-1] if times["sync"] else None,
+                    "profiled": profile is not None and len(records) + 1 == args.profile_step,
+                }
+            )  # fmt: skip
             rows.append(
                 f"{len(rows) + 1:>4} {step:>8.1f} {gen:>12.1f} {rew:>9.1f} {logps:>8.1f} "
                 f"{train:>9.1f} {torch_peak:>14.1f} {used:>15.1f} {rate(flops.scoring, logps):>13} "
@@ -352,6 +365,18 @@ def main() -> None:
         print("\n".join(profile.lines))
     if standalone is not None:
         print("\n".join(standalone.report()))
+    if args.json:
+        import json
+
+        result = {
+            "args": vars(args),
+            "device": torch.cuda.get_device_name() if cuda else "CPU",
+            "steps": records,
+            "vs_standalone": standalone.ratios if standalone is not None else {},
+            "profile": profile.lines if profile is not None else [],
+            "peak_tflops": args.peak_tflops,
+        }
+        Path(args.json).write_text(json.dumps(result, indent=1))
     for h in trainer.state.log_history:
         if "loss" in h:
             print(

@@ -47,6 +47,7 @@ class Standalone:
         self.llm = trainer.vllm_generation.llm
         self.policy_generate = self.llm.generate
         self.policy_call = self.reasoner_chats = self.reasoner_answers = None
+        self.ratios: dict[str, float] = {}
 
         def recorded(*args, **kwargs):
             self.policy_call = (args, kwargs)
@@ -82,8 +83,9 @@ class Standalone:
 
         lines = [f"{'phase':<18} {'in-step tok/s':>13} {'standalone tok/s':>16} {'ratio':>6} {'tokens':>7}"]
 
-        def line(name, tokens, seconds, standalone_tokens, standalone_seconds):
+        def line(key, name, tokens, seconds, standalone_tokens, standalone_seconds):
             ours, alone = tokens / seconds, standalone_tokens / standalone_seconds
+            self.ratios[key] = ours / alone
             lines.append(f"{name:<18} {ours:>13,.0f} {alone:>16,.0f} {ours / alone:>6.3f} {tokens:>7}")
 
         print("standalone: the policy's last batch again, straight through its vLLM engine", flush=True)
@@ -91,8 +93,17 @@ class Standalone:
         _cold(self.llm)
         outputs, alone = _synchronized(lambda: self.policy_generate(*args, **kwargs))
         tokens = self.policy_tokens
-        line("policy sampling", tokens, self.times["generate"][-1], _output_tokens(outputs), alone)
-        line(" (vLLM call only)", tokens, self.times["policy_vllm"][-1], _output_tokens(outputs), alone)
+        line(
+            "sampling", "policy sampling", tokens, self.times["generate"][-1], _output_tokens(outputs), alone
+        )
+        line(
+            "sampling_vllm_call",
+            " (vLLM call only)",
+            tokens,
+            self.times["policy_vllm"][-1],
+            _output_tokens(outputs),
+            alone,
+        )
         captions, question, sampling = self.reasoner_call
         reasoner = self.reward.reasoner
         chats = [P.reasoner_reward_messages(c, q) for c, q in zip(captions, question, strict=True)]
@@ -111,7 +122,9 @@ class Standalone:
         _cold(reasoner.llm)
         outputs, alone = _synchronized(lambda: reasoner.llm.generate(rendered, params, use_tqdm=False))
         answered = self.reasoner_answers.tokens
-        line("reward (reasoner)", answered, self.times["reward"][-1], _output_tokens(outputs), alone)
+        line(
+            "reward", "reward (reasoner)", answered, self.times["reward"][-1], _output_tokens(outputs), alone
+        )
         lines.append(f"weight sync (policy -> its vLLM engine): {self.times['sync'][-1]:.2f} s of the step")
         return lines
 

@@ -1,8 +1,8 @@
 """`make bench`: the benchmarks this machine can run, each printing its measured ratios.
 
 On a CUDA machine: the reward path vs standalone vLLM vs transformers (R1-Distill-Qwen-7B shape),
-CRO steps on one GPU (Qwen2.5-VL-3B shape: LoRA, then full fine-tuning under ZeRO-3 with CPU
-offload), the largest batch with 4096-token captions (bench/batch_fit.py) and, with two or three
+CRO steps on one GPU (Qwen2.5-VL-3B shape with LoRA; then bench/efficiency.py, the per-phase table of
+the full fine-tune's settings that the GPU's memory holds), the largest batch with 4096-token captions (bench/batch_fit.py) and, with two or three
 GPUs, the served-reasoner run (bench/multi_gpu_cro.py); with four or more, its three 4-GPU layouts
 (colocate, policy and reasoner served, reasoner served data-parallel) on all GPUs. On any
 machine: grading and leak-detection quality on the labelled sets (bench/grading.py). Without a GPU: prepare-data throughput, the CPU smoke run of the reward-path script (tiny models; its
@@ -34,10 +34,7 @@ def main() -> None:
     if torch.cuda.is_available():
         run(str(HERE / "reward_throughput.py"))  # 1024 requests, answers <= 1024 tokens
         run(str(HERE / "cro_step.py"), "--mode", "lora")
-        run(
-            "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/zero3_offload.yaml",
-            "--num_processes", "1", str(HERE / "cro_step.py"), "--mode", "full",
-        )  # fmt: skip
+        run(str(HERE / "efficiency.py"))  # per-phase table: 3B full (ZeRO-3 + offload, ZeRO-2), long, 7B LoRA
         run(str(HERE / "batch_fit.py"))  # 4096-token captions: the largest batch, reasoner awake / asleep
         gpus = torch.cuda.device_count()
         if gpus in (2, 3):
