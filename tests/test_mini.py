@@ -90,6 +90,20 @@ def test_needed_facts_share_by_pairs_of_tiles():
     assert needed_share(results, rows, task.TRAIN_PAIRS) == 100.0
 
 
+def test_captions_of_one_image_under_two_questions():
+    from racro_trl.mini.repro import per_image
+
+    colours = ["red", "green", "blue", "yellow"]
+    rows = [{"colours": colours, "tiles": t} for t in ([1, 2], [3, 4], [1, 3], [2, 4], [1, 4], [2, 3])]
+    captions = [
+        "Tile 1 is red. Tile 2 is green.", "Tile 3 is blue. Tile 4 is yellow.",  # differ, each its own facts
+        "Tile 1 is red. Tile 3 is blue.", "Tile 1 is red. Tile 3 is blue.",  # the same caption twice
+        "Tile 1 is red. Tile 4 is yellow.", "Tile 2 is green. Tile 4 is yellow.",  # differ, one misses
+    ]  # fmt: skip
+    results = [{"index": str(i), "caption": c} for i, c in enumerate(captions)]
+    assert per_image(results, rows) == {"differ": 100.0 * 2 / 3, "both_needed": 100.0 / 3}
+
+
 def test_reasoners_train_on_the_tokens_their_checkpoint_loads_with(tmp_path):
     """The tokenizer the reasoners are trained with tokenizes a question as the saved checkpoint does
     (vLLM, racro eval): the one in memory before saving did not (" 3" whole against " ", "3")."""

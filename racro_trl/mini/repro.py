@@ -135,6 +135,21 @@ def needed_share(results: list[dict], rows: list[dict], pairs=None) -> float:
     return 100.0 * sum(hits) / len(hits)
 
 
+def per_image(results: list[dict], rows: list[dict]) -> dict[str, float]:
+    """Over the evaluation's images, each asked two questions about different pairs of tiles (rows 2i and
+    2i + 1): the share (%) whose two captions differ, and the share whose two captions each state, rightly,
+    both facts their own question needs ("the captions answer the question asked")."""
+    caption = {str(r["index"]): r["caption"] or "" for r in results}
+    pairs = [
+        (str(i), str(i + 1))
+        for i in range(0, len(rows) - 1, 2)
+        if str(i) in caption and str(i + 1) in caption
+    ]
+    differ = [caption[a] != caption[b] for a, b in pairs]
+    both = [all(task.carries_needed(caption[i], rows[int(i)]) for i in pair) for pair in pairs]
+    return {"differ": 100.0 * sum(differ) / len(pairs), "both_needed": 100.0 * sum(both) / len(pairs)}
+
+
 def spread(values: list[float]) -> tuple[float, float]:
     """Mean and half the range.
 
@@ -292,9 +307,12 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
     for group, pairs in (("training pairs", task.TRAIN_PAIRS), ("held-out pairs", task.HELD_OUT_PAIRS)):
         needed[f"start, {group}"] = needed_share(evals["start"]["weak"], rows, pairs)
         needed[f"CRO, {group}"] = spread([needed_share(evals[s]["weak"], rows, pairs) for s in runs])
+    images = {"start": per_image(evals["start"]["weak"], rows)}
+    for key in ("differ", "both_needed"):
+        images[f"CRO {key}"] = spread([per_image(evals[s]["weak"], rows)[key] for s in runs])
     text = table(settings)
     examples = caption_examples(evals["start"]["weak"], evals[seeds[0]]["weak"], rows)
-    report = {"table": settings, "needed_facts": needed, "seeds": list(seeds), "steps": steps, "sabotage": sabotage,
+    report = {"table": settings, "needed_facts": needed, "same_image_two_questions": images, "seeds": list(seeds), "steps": steps, "sabotage": sabotage,
               "seconds": {"models": built - started, "cro": trained - built, "eval": time.time() - trained}}  # fmt: skip
     (out / "table.md").write_text(text + "\n")
     (out / "table.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -302,6 +320,10 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
     figure(runs, settings, out / "figure.png")
     print(text)
     print("\ncaptions stating both needed facts: " + caption_metric(needed))
+    (differ, d_half), (both, b_half) = images["CRO differ"], images["CRO both_needed"]
+    print(f"same image, two questions: the two captions differ: start {images['start']['differ']:.1f}%, CRO "
+          f"{differ:.1f} +- {d_half:.1f}%; each states its own question's facts: start "
+          f"{images['start']['both_needed']:.1f}%, CRO {both:.1f} +- {b_half:.1f}%")  # fmt: skip
     print("\n" + examples)
     print(f"wrote {out}/table.md, table.json, figure.png, captions.md in {time.time() - started:.0f} s")
     return report
