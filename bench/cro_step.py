@@ -32,21 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-
-def timed(times: dict, key: str, fn):
-    import torch
-
-    def wrapper(*args, **kwargs):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = fn(*args, **kwargs)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times[key].append(time.perf_counter() - start)
-        return out
-
-    return wrapper
+from phase_probes import KernelProfile, Standalone, timed  # noqa: E402
 
 
 class PassFlops:
@@ -295,8 +281,6 @@ def main() -> None:
         )
     trainer._calculate_rewards = timed(times, "reward", trainer._calculate_rewards)
     trainer._generate_and_score_completions = timed(times, "score", trainer._generate_and_score_completions)
-    from phase_probes import KernelProfile, Standalone
-
     standalone = Standalone(trainer, reward, times) if args.standalone and cuda else None
     profile = KernelProfile(trainer, args.profile_step) if args.profile_step and cuda else None
     flops = PassFlops(trainer.model, config.gradient_checkpointing, lora=args.mode == "lora")

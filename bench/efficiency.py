@@ -81,7 +81,7 @@ def summary(result: dict) -> dict:
         "log-probs": median["logps_tflops"] / peak,
         "backward + optimizer": median["train_tflops"] / peak,
     }
-    return {"median": median, "limits": limits, "steps": len(steps)}
+    return {"median": median, "limits": limits}
 
 
 def table(out: Path) -> str:

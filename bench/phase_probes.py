@@ -18,6 +18,17 @@ def _synchronized(fn):
     return out, time.perf_counter() - start
 
 
+def timed(times: dict, key: str, fn):
+    """``fn`` that appends each call's synchronized wall time to ``times[key]``."""
+
+    def wrapper(*args, **kwargs):
+        out, seconds = _synchronized(lambda: fn(*args, **kwargs))
+        times[key].append(seconds)
+        return out
+
+    return wrapper
+
+
 def _cold(llm) -> None:
     """Forgets what the in-step call left cached (prompt prefixes, image features, processed images), so
     that the standalone run recomputes what the step computed."""
@@ -46,13 +57,13 @@ class Standalone:
         self.times, self.reward = times, reward
         self.llm = trainer.vllm_generation.llm
         self.policy_generate = self.llm.generate
-        self.policy_call = self.reasoner_chats = self.reasoner_answers = None
+        self.policy_call = self.reasoner_call = self.reasoner_answers = None
         self.ratios: dict[str, float] = {}
+        generate = timed(times, "policy_vllm", self.policy_generate)
 
         def recorded(*args, **kwargs):
             self.policy_call = (args, kwargs)
-            out, seconds = _synchronized(lambda: self.policy_generate(*args, **kwargs))
-            times["policy_vllm"].append(seconds)
+            out = generate(*args, **kwargs)
             self.policy_tokens = _output_tokens(out)
             return out
 
@@ -66,19 +77,10 @@ class Standalone:
             return answers
 
         reward._ask = asked
-        sync = trainer.vllm_generation.sync_weights
-
-        def synced(*args, **kwargs):
-            out, seconds = _synchronized(lambda: sync(*args, **kwargs))
-            times["sync"].append(seconds)
-            return out
-
-        trainer.vllm_generation.sync_weights = synced
+        trainer.vllm_generation.sync_weights = timed(times, "sync", trainer.vllm_generation.sync_weights)
 
     def report(self) -> list[str]:
         """Runs the recorded batches again, standalone, and returns the table's lines."""
-        from vllm import SamplingParams
-
         from racro_trl.reasoning import prompts as P
 
         lines = [f"{'phase':<18} {'in-step tok/s':>13} {'standalone tok/s':>16} {'ratio':>6} {'tokens':>7}"]
@@ -107,16 +109,7 @@ class Standalone:
         captions, question, sampling = self.reasoner_call
         reasoner = self.reward.reasoner
         chats = [P.reasoner_reward_messages(c, q) for c, q in zip(captions, question, strict=True)]
-        params = [
-            SamplingParams(
-                n=self.reward.num_samples,
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                max_tokens=sampling.max_tokens,
-                seed=sampling.request_seed(i) if reasoner.request_seeds else None,
-            )
-            for i in range(len(chats))
-        ]
+        params = reasoner.sampling_params(len(chats), self.reward.num_samples, sampling)
         rendered = reasoner.prompts(chats)
         print("standalone: the reasoner's last batch again, straight through its vLLM engine", flush=True)
         _cold(reasoner.llm)

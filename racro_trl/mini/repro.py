@@ -308,8 +308,9 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
         needed[f"start, {group}"] = needed_share(evals["start"]["weak"], rows, pairs)
         needed[f"CRO, {group}"] = spread([needed_share(evals[s]["weak"], rows, pairs) for s in runs])
     images = {"start": per_image(evals["start"]["weak"], rows)}
+    per_seed = [per_image(evals[s]["weak"], rows) for s in runs]
     for key in ("differ", "both_needed"):
-        images[f"CRO {key}"] = spread([per_image(evals[s]["weak"], rows)[key] for s in runs])
+        images[f"CRO {key}"] = spread([found[key] for found in per_seed])
     text = table(settings)
     examples = caption_examples(evals["start"]["weak"], evals[seeds[0]]["weak"], rows)
     report = {"table": settings, "needed_facts": needed, "same_image_two_questions": images, "seeds": list(seeds), "steps": steps, "sabotage": sabotage,

@@ -176,11 +176,11 @@ class VLLMReasoner:
             self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats
         ]
 
-    def generate(self, chats: list[Chat], n: int, sampling: Sampling, *, partial: bool = False) -> Answers:
+    def sampling_params(self, count: int, n: int, sampling: Sampling) -> list:
+        """vLLM's ``SamplingParams`` of a batch of ``count`` chats, ``n`` answers each."""
         from vllm import SamplingParams
 
-        start = time.perf_counter()
-        params = [
+        return [
             SamplingParams(
                 n=n,
                 temperature=sampling.temperature,
@@ -188,8 +188,12 @@ class VLLMReasoner:
                 max_tokens=sampling.max_tokens,
                 seed=sampling.request_seed(i) if self.request_seeds else None,
             )
-            for i in range(len(chats))
+            for i in range(count)
         ]
+
+    def generate(self, chats: list[Chat], n: int, sampling: Sampling, *, partial: bool = False) -> Answers:
+        start = time.perf_counter()
+        params = self.sampling_params(len(chats), n, sampling)
         if self.sleep:
             self.llm.wake_up()
         try:
