@@ -104,6 +104,24 @@ def test_captions_of_one_image_under_two_questions():
     assert per_image(results, rows) == {"differ": 100.0 * 2 / 3, "both_needed": 100.0 / 3}
 
 
+def test_answers_that_put_each_colour_on_its_own_tile():
+    from racro_trl.mini.repro import bound_share
+
+    pairs = ([3, 1], [1, 3], [3, 4], [1, 2], [2, 1])
+    rows = [{"colours": ["red", "green", "blue", "blue"], "tiles": t} for t in pairs]
+    caption = "Tile 1 is red. Tile 3 is blue."
+    # bound; swapped; one colour twice (left out); a caption without tile 2 (left out); swapped
+    results = [
+        {"index": "0", "caption": caption, "output": "Tile 3 is blue, 3. Tile 1 is red, 1. 3 > 1, tile 3."},
+        {"index": "1", "caption": caption, "output": "Tile 1 is blue, 3. Tile 3 is red, 1. 3 > 1, tile 1."},
+        {"index": "2", "caption": "Tile 3 is blue. Tile 4 is blue.", "output": "Tile 3 is blue, 3. Tile 4 is blue, 3."},
+        {"index": "3", "caption": caption, "output": "Tile 1 is red, 1. Tile 2 is green, 2."},
+        {"index": "4", "caption": "Tile 1 is red. Tile 2 is green.", "output": "Tile 2 is red, 1. Tile 1 is green, 2."},
+    ]  # fmt: skip
+    assert bound_share(results, rows) == 100.0 / 3
+    assert bound_share(results[2:4], rows) is None
+
+
 def test_reasoners_train_on_the_tokens_their_checkpoint_loads_with(tmp_path):
     """The tokenizer the reasoners are trained with tokenizes a question as the saved checkpoint does
     (vLLM, racro eval): the one in memory before saving did not (" 3" whole against " ", "3")."""

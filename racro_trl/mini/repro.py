@@ -9,7 +9,8 @@ Written to ``--out``: ``table.md`` (rows: {start, CRO} x {weak, strong} + MLLM-o
 question kinds and their mean; CRO rows as mean +- half the range over seeds), ``table.json``,
 ``figure.png`` (reward curves and the table), ``captions.md`` (one image under two questions, before
 and after CRO) and the caption metric: the share of captions that state, rightly, both facts their
-question needs.
+question needs; and, per reasoner, the share of its answers that put each stated colour on its own tile
+(``bound_colours``: what ``larger`` needs).
 """
 
 from __future__ import annotations
@@ -148,6 +149,21 @@ def per_image(results: list[dict], rows: list[dict]) -> dict[str, float]:
     differ = [caption[a] != caption[b] for a, b in pairs]
     both = [all(task.carries_needed(caption[i], rows[int(i)]) for i in pair) for pair in pairs]
     return {"differ": 100.0 * sum(differ) / len(pairs), "both_needed": 100.0 * sum(both) / len(pairs)}
+
+
+def bound_share(results: list[dict], rows: list[dict]) -> float | None:
+    """Share (%) of a reasoner's answers that restate each needed colour with its own tile, over the
+    questions whose caption states both needed facts and whose two needed colours differ (where a
+    colour put on the other tile shows). ``sum`` and ``difference`` come out right either way;
+    ``larger`` needs the colours on their tiles."""
+    hits = []
+    for r in results:
+        row = rows[int(r["index"])]
+        a, b = row["tiles"]
+        if row["colours"][a - 1] != row["colours"][b - 1] and task.carries_needed(r["caption"] or "", row):
+            stated = task.restated(r["output"] or "")
+            hits.append(all(stated.get(t) == row["colours"][t - 1] for t in (a, b)))
+    return 100.0 * sum(hits) / len(hits) if hits else None
 
 
 def spread(values: list[float]) -> tuple[float, float]:
@@ -311,9 +327,11 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
     per_seed = [per_image(evals[s]["weak"], rows) for s in runs]
     for key in ("differ", "both_needed"):
         images[f"CRO {key}"] = spread([found[key] for found in per_seed])
+    bound = {role: [bound_share(evals[s][role], rows) for s in runs] for role in ("weak", "strong")}
+    bound = {role: spread(v) for role, v in bound.items() if None not in v}
     text = table(settings)
     examples = caption_examples(evals["start"]["weak"], evals[seeds[0]]["weak"], rows)
-    report = {"table": settings, "needed_facts": needed, "same_image_two_questions": images, "seeds": list(seeds), "steps": steps, "sabotage": sabotage,
+    report = {"table": settings, "needed_facts": needed, "same_image_two_questions": images, "bound_colours": bound, "seeds": list(seeds), "steps": steps, "sabotage": sabotage,
               "seconds": {"models": built - started, "cro": trained - built, "eval": time.time() - trained}}  # fmt: skip
     (out / "table.md").write_text(text + "\n")
     (out / "table.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -325,6 +343,8 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
     print(f"same image, two questions: the two captions differ: start {images['start']['differ']:.1f}%, CRO "
           f"{differ:.1f} +- {d_half:.1f}%; each states its own question's facts: start "
           f"{images['start']['both_needed']:.1f}%, CRO {both:.1f} +- {b_half:.1f}%")  # fmt: skip
+    print("CRO captions stating both facts, answers putting each colour on its own tile: " + ", ".join(
+        f"{role} reasoner {mean:.1f} +- {half:.1f}%" for role, (mean, half) in bound.items()))  # fmt: skip
     print("\n" + examples)
     print(f"wrote {out}/table.md, table.json, figure.png, captions.md in {time.time() - started:.0f} s")
     return report

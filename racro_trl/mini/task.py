@@ -43,6 +43,7 @@ TEMPLATES = {
 CAPTION_GRAMMAR = r"(Tile [1-4] is (red|green|blue|yellow)\. ?)+"
 """A well-formed caption: one or more facts, each "Tile <n> is <colour>."."""
 _FACT = re.compile(r"Tile ([1-4]) is (red|green|blue|yellow)\.")
+_RESTATED = re.compile(r"Tile ([1-4]) is (red|green|blue|yellow),")
 
 
 PATTERNS = ("solid", "rows", "columns", "checks")
@@ -114,6 +115,18 @@ def facts(text: str) -> dict[int, str]:
     """
     found: dict[int, str] = {}
     for tile, colour in _FACT.findall(text):
+        found.setdefault(int(tile), colour)
+    return found
+
+
+def restated(answer: str) -> dict[int, str]:
+    """The facts a reasoner's worked answer restates, tile -> colour (the first statement of a tile).
+
+    >>> restated("Tile 3 is blue, 3. Tile 1 is red, 1. 3 > 1, tile 3.")
+    {3: 'blue', 1: 'red'}
+    """
+    found: dict[int, str] = {}
+    for tile, colour in _RESTATED.findall(answer):
         found.setdefault(int(tile), colour)
     return found
 
