@@ -223,6 +223,10 @@ def main() -> None:
         use_vllm=cuda,
         vllm_mode="colocate",
         vllm_gpu_memory_utilization=args.policy_vllm_memory,
+        # The prompt (a 448-px image: 256 visual tokens, and the text) and the caption; left unset, the
+        # engine takes the model's 128k positions, whose one-request KV cache the 7B shape cannot hold
+        # at 0.25 of an 80 GB card.
+        vllm_max_model_length=args.caption_tokens + 2048,
         vllm_enable_sleep_mode=args.policy_sleep,
         generation_kwargs=generation_kwargs,
         logging_steps=1,

@@ -43,8 +43,8 @@ SETTINGS = (
             ("--mode", "full", "--policy-vllm-memory", "0.1", "--reasoner-memory", "0.18"), 130),
     Setting("3b-zero3-offload-long", "3B, full, ZeRO-3 + offload, 2,048-token captions, 4,096-token answers",
             "zero3_offload", ("--mode", "full", *LONG), 70),
-    Setting("7b-lora", "7B, LoRA, engines 0.2 + 0.2", None,
-            ("--policy", "7b", "--mode", "lora", "--policy-vllm-memory", "0.2", "--reasoner-memory", "0.2"), 130),
+    Setting("7b-lora", "7B, LoRA, engines 0.25 + 0.25", None,
+            ("--policy", "7b", "--mode", "lora", "--policy-vllm-memory", "0.25", "--reasoner-memory", "0.25"), 75),
 )  # fmt: skip
 
 
