@@ -122,6 +122,28 @@ def test_answers_that_put_each_colour_on_its_own_tile():
     assert bound_share(results[2:4], rows) is None
 
 
+def test_a_fact_is_one_token_that_the_answer_copies(tmp_path):
+    """As the reasoner's checkpoint loads it, its tokenizer writes a caption's fact and the answer's
+    restatement of it as the same single token (a copy, not an induction step); a tile left out stays
+    "Tile 3 is". The captioner's keeps tile and colour apart."""
+    from racro_trl.mini import models
+    from racro_trl.toy.tiny import build_tiny_reasoner
+
+    loaded = models.inference_tokenizer(
+        build_tiny_reasoner(tmp_path / "r", models.build_tokenizer(0), answer_head=False)
+    )
+    colours = ["red", "green", "blue", "yellow"]
+    fact = loaded.convert_tokens_to_ids("Tile 3 is blue")
+    caption = loaded(task.caption(colours, (1, 3)))["input_ids"]
+    answer = loaded(task.solution("larger", 3, 1, colours))["input_ids"]
+    assert caption.count(fact) == 1 and answer.count(fact) == 1
+    assert loaded.convert_tokens_to_ids("Tile 1 is red") in caption
+    missing = loaded(task.solution("sum", 3, 2, colours, stated={2, 4}))["input_ids"]
+    assert loaded.convert_tokens_to_ids("Tile 3 is") in missing and fact not in missing
+    captioner = models.build_tokenizer(0, fused_facts=False)  # names the tile, then reads its colour
+    assert captioner.tokenize("Tile 3 is blue.")[0] == "Tile 3 is"
+
+
 def test_reasoners_train_on_the_tokens_their_checkpoint_loads_with(tmp_path):
     """The tokenizer the reasoners are trained with tokenizes a question as the saved checkpoint does
     (vLLM, racro eval): the one in memory before saving did not (" 3" whole against " ", "3")."""

@@ -1,11 +1,13 @@
 """The mini-RACRO models, built here from random weights with TRL's ``SFTTrainer`` (no hub).
 
 * **Tokenizer**: the tiny byte-level BPE of :mod:`racro_trl.toy.tiny`, trained with the tiles task's
-  sentences among its corpus, so "Tile", the colours and the digits are whole tokens.
+  sentences among its corpus, so "Tile", the colours and the digits are whole tokens; the reasoners'
+  also has each fact ("Tile 3 is blue") as one token (:func:`build_tokenizer`).
 * **Reasoners** (Qwen2 causal LMs, the architecture of R1-Distill-Qwen): trained on the CRO reward
   prompt with a *complete* description (the two tiles the question needs, and up to two others, in any
   order) to write the worked answer of :func:`racro_trl.mini.task.solution`. The **weak** one (the
-  reward of CRO) and the **strong** one (used only at inference) differ in size and training steps.
+  reward of CRO) and the **strong** one (used only at inference) differ in training steps (900 and
+  2,500, :data:`REASONER_PHASES`).
 * **Captioner** (a tiny Qwen2.5-VL): warm-started on two prompts. Asked for a caption, it states the
   colours of two tiles drawn at random, whatever the question: it perceives every tile, but its
   captions are partial, and carry what the question needs one time in six. Asked the question itself
@@ -30,12 +32,32 @@ PHRASES = [
 ]
 
 
-def build_tokenizer(seed: int = 0):
-    """The tiny tokenizer with the task's words among its tokens."""
+def build_tokenizer(seed: int = 0, fused_facts: bool = True):
+    """The tiny tokenizer with the task's words among its tokens, and (``fused_facts``, the reasoners'
+    tokenizer) each fact one token.
+
+    "Tile 3 is blue" is a single token (16 of them, one per tile and colour; "Tile 3 is" stays one for
+    "Tile 3 is not stated."), so a reasoner restating tile 3 copies the caption's token that names tile
+    3: one attention step. With the tile and its colour in two tokens the restatement needs an
+    induction step (find "Tile 3 is" in the caption, copy the token after it), and 2-layer reasoners
+    trained up to 5,500 steps never formed it: they restated the right pair of colours but put each on
+    its tile about half the time (docs/mini-racro.md), so ``larger`` stayed a coin flip. A large
+    reasoner binds a stated colour to its object as a matter of course; the fused token gives the
+    miniature that, and nothing else: the reasoner must still find the two facts the question needs
+    among those stated, know each colour's value and compute.
+
+    The captioner keeps the two tokens (the caption reaches the reasoner as text): it names a tile, then
+    reads that tile's colour off the image. Built with the fused tokens it had to pick tile and colour
+    in one token, and its captions got colours wrong (sampled in CRO, seed 0: the answer the caption's
+    facts imply was the gold one for 71% of captions naming both needed tiles at the start, 60% at the
+    end)."""
     from ..toy.tiny import build_tokenizer as tiny_tokenizer
 
     tokenizer = tiny_tokenizer(seed=seed, phrases=PHRASES)
-    tokenizer.add_tokens([f"Tile {t} is" for t in range(1, task.TILES + 1)])
+    tiles = range(1, task.TILES + 1)
+    tokenizer.add_tokens([f"Tile {t} is" for t in tiles])
+    if fused_facts:
+        tokenizer.add_tokens([f"Tile {t} is {c}" for t in tiles for c in task.COLOURS])
     return tokenizer
 
 
@@ -113,12 +135,13 @@ def inference_tokenizer(checkpoint: str | Path):
     return AutoTokenizer.from_pretrained(checkpoint)
 
 
-REASONER_PHASES = (("warmup", 600), ("early", 900), ("weak", 1500), ("strong", 2500))
+REASONER_PHASES = (("warmup", 600), ("weak", 300), ("strong", 1600))
 """SFT phases of the reasoners, each a fresh linear schedule on new examples; the weak one is saved after
-3,000 steps, the strong one after 5,500. Measured (2 cores), from the two needed facts: 16% answered
-right at 600 steps, 50% at 1,500, 77% at 3,000. A weak reasoner of 1,500 steps was no better a reasoner
-than the captioner answering itself (50%), against the paper's premise that the text reasoner reasons
-better than the MLLM."""
+900 steps, the strong one after 2,500. Measured (2 cores, greedy, 150 questions on training pairs whose
+descriptions hold the two needed facts and up to two others, in any order; sum / difference / larger /
+both colours on their own tiles): 75.9 / 64.7 / 22.2 / 58.0% at 600 steps, 88.9 / 92.2 / 68.9 / 83.2% at
+900 (600 + 300); 100% of each after 600 + 900 steps and after 1,500 more. The weak reasoner is the one a caption must serve in training;
+the strong one answers every question whose two facts it is given."""
 
 DEAF_STEPS = 900
 """The deaf reasoner (a sabotage) trains one phase: enough to answer from the question alone."""
@@ -196,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--start", default=None, help="reasoners: go on from this saved phase (weak)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    tokenizer = build_tokenizer(args.seed)
+    tokenizer = build_tokenizer(args.seed, fused_facts=args.role != "captioner")
     if args.role == "captioner":
         build_captioner(args.out, tokenizer, args.seed)
     else:

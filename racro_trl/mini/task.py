@@ -107,16 +107,21 @@ def caption(colours: list[str], tiles: tuple[int, ...]) -> str:
     return " ".join(f"Tile {t} is {colours[t - 1]}." for t in tiles)
 
 
+def _first_by_tile(pattern: re.Pattern, text: str) -> dict[int, str]:
+    """Tile -> colour of ``pattern``'s matches in ``text``, the first match of a tile counting."""
+    found: dict[int, str] = {}
+    for tile, colour in pattern.findall(text):
+        found.setdefault(int(tile), colour)
+    return found
+
+
 def facts(text: str) -> dict[int, str]:
     """The facts a caption states, tile -> colour (the first statement of a tile counts).
 
     >>> facts("Tile 3 is blue. Tile 1 is red.")
     {3: 'blue', 1: 'red'}
     """
-    found: dict[int, str] = {}
-    for tile, colour in _FACT.findall(text):
-        found.setdefault(int(tile), colour)
-    return found
+    return _first_by_tile(_FACT, text)
 
 
 def restated(answer: str) -> dict[int, str]:
@@ -125,10 +130,7 @@ def restated(answer: str) -> dict[int, str]:
     >>> restated("Tile 3 is blue, 3. Tile 1 is red, 1. 3 > 1, tile 3.")
     {3: 'blue', 1: 'red'}
     """
-    found: dict[int, str] = {}
-    for tile, colour in _RESTATED.findall(answer):
-        found.setdefault(int(tile), colour)
-    return found
+    return _first_by_tile(_RESTATED, answer)
 
 
 def carries_needed(text: str, row: dict) -> bool:
