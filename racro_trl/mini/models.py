@@ -140,8 +140,8 @@ REASONER_PHASES = (("warmup", 600), ("weak", 300), ("strong", 1600))
 900 steps, the strong one after 2,500. Measured (2 cores, greedy, 150 questions on training pairs whose
 descriptions hold the two needed facts and up to two others, in any order; sum / difference / larger /
 both colours on their own tiles): 75.9 / 64.7 / 22.2 / 58.0% at 600 steps, 88.9 / 92.2 / 68.9 / 83.2% at
-900 (600 + 300); 100% of each after 600 + 900 steps and after 1,500 more. The weak reasoner is the one a caption must serve in training;
-the strong one answers every question whose two facts it is given."""
+900 (600 + 300); 100% of each after 600 + 900 steps and after 1,500 more. The weak reasoner is the one
+a caption must serve in training; the strong one answers every question whose two facts it is given."""
 
 DEAF_STEPS = 900
 """The deaf reasoner (a sabotage) trains one phase: enough to answer from the question alone."""

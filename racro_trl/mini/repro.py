@@ -161,8 +161,7 @@ def bound_share(results: list[dict], rows: list[dict]) -> float | None:
         row = rows[int(r["index"])]
         a, b = row["tiles"]
         if row["colours"][a - 1] != row["colours"][b - 1] and task.carries_needed(r["caption"] or "", row):
-            stated = task.restated(r["output"] or "")
-            hits.append(all(stated.get(t) == row["colours"][t - 1] for t in (a, b)))
+            hits.append(task.needed_right(task.restated(r["output"] or ""), row))
     return 100.0 * sum(hits) / len(hits) if hits else None
 
 

@@ -133,10 +133,15 @@ def restated(answer: str) -> dict[int, str]:
     return _first_by_tile(_RESTATED, answer)
 
 
+def needed_right(stated: dict[int, str], row: dict) -> bool:
+    """Whether ``stated`` (tile -> colour) gives, rightly, the colour of both tiles the row's question
+    needs."""
+    return all(stated.get(t) == row["colours"][t - 1] for t in row["tiles"])
+
+
 def carries_needed(text: str, row: dict) -> bool:
     """Whether a caption states, rightly, the colour of both tiles its row's question needs."""
-    stated = facts(text)
-    return all(stated.get(t) == row["colours"][t - 1] for t in row["tiles"])
+    return needed_right(facts(text), row)
 
 
 UNKNOWN = "unknown"
