@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 
 from racro_trl.evaluation.evaluate import decode_images, load_benchmark
 from racro_trl.mini import task
@@ -68,6 +69,59 @@ def test_evaluation_rows_pair_one_image_with_two_questions_and_hold_out_pairs():
     assert not {tuple(sorted(r["tiles"])) for r in training} & set(task.HELD_OUT_PAIRS)
 
 
+def test_no_model_is_trained_on_a_question_about_a_held_out_pair():
+    """The captioner's warm start (its MLLM-only answers included) and the reasoners' training name the
+    training pairs only."""
+    from racro_trl.mini import models
+
+    def named_pairs(texts):
+        return {tuple(sorted(map(int, re.findall(r"tile (\d)", t)))) for t in texts}
+
+    captioner = [m["content"] for e in models.captioner_examples(400, seed=0) for m in e["prompt"]]
+    reasoner = [m["content"] for e in models.reasoner_examples(400, seed=0) for m in e["prompt"]]
+    for contents in (captioner, reasoner):
+        texts = [c if isinstance(c, str) else " ".join(b.get("text", "") for b in c) for c in contents]
+        assert named_pairs(texts) - {()} == set(task.TRAIN_PAIRS)
+
+
+def test_a_tile_stated_twice_leaves_the_other_needed_tile_unstated():
+    """The reasoners learn to answer "unknown" when a caption states one tile twice in place of the
+    other tile the question needs (CRO once taught the captioner to write that for the weak reasoner's
+    guess)."""
+    from racro_trl.mini import models
+
+    twice = []
+    for e in models.reasoner_examples(300, seed=0):
+        stated = re.findall(r"Tile (\d) is \w+\.", e["prompt"][-1]["content"])
+        if len(stated) == 2 and stated[0] == stated[1]:
+            twice.append(e["completion"][0]["content"])
+    assert len(twice) > 20
+    assert all("not stated" in answer and answer.endswith("\\boxed{unknown}") for answer in twice)
+
+
+def test_the_recipe_penalises_captions_that_are_not_facts_about_distinct_tiles():
+    """Captions CRO taught the captioner when the tiny reasoners' guesses paid (docs/mini-racro.md) score
+    -1 in the recipe's second reward; facts about distinct tiles score 0."""
+    import yaml
+
+    from racro_trl.mini.rewards import malformed_caption_penalty
+
+    recipe = yaml.safe_load(open("recipes/mini/cro.yaml"))
+    assert recipe["reward_funcs"][1] == "racro_trl.mini.rewards.malformed_caption_penalty"
+    assert recipe["reward_weights"] == [1.0, 1.0]
+    seen_in_cro = [
+        "Tile 3 is green. Tile 3 is green.",
+        "Tile 1 is blue. Tile 3 is Tile 4 is blue.",
+        "Tile 1 is",
+        "",
+    ]
+    good = ["Tile 1 is red. Tile 3 is blue.", "Tile 4 is yellow. Tile 2 is red.", "Tile 2 is green."]
+    assert malformed_caption_penalty(seen_in_cro) == [-1.0] * len(seen_in_cro)
+    assert malformed_caption_penalty([[{"role": "assistant", "content": c}] for c in good]) == [0.0] * len(
+        good
+    )
+
+
 def test_caption_facts_and_the_needed_facts_metric():
     row = {"colours": ["red", "green", "blue", "yellow"], "tiles": [3, 1]}
     assert task.carries_needed("Tile 1 is red. Tile 3 is blue.", row)
@@ -88,6 +142,59 @@ def test_needed_facts_share_by_pairs_of_tiles():
     assert needed_share(results, rows) == 100.0 * 2 / 3
     assert needed_share(results, rows, task.HELD_OUT_PAIRS) == 50.0
     assert needed_share(results, rows, task.TRAIN_PAIRS) == 100.0
+
+
+def test_accuracy_by_kind_and_by_training_or_held_out_pair():
+    from racro_trl.mini.repro import accuracies
+
+    rows = [{"tiles": t} for t in ([2, 1], [1, 4], [3, 2], [3, 4])]
+    results = [
+        {"index": "0", "category": "sum", "correct": True},
+        {"index": "1", "category": "sum", "correct": True},
+        {"index": "2", "category": "larger", "correct": False},
+        {"index": "3", "category": "difference", "correct": False},
+    ]
+    acc = accuracies(results, rows)
+    assert (acc["sum"], acc["larger"], acc["difference"]) == (100.0, 0.0, 0.0)
+    assert (acc["training pairs"], acc["held-out pairs"]) == (50.0, 50.0)
+    results[1]["correct"] = False
+    acc = accuracies(results, rows)
+    assert (acc["training pairs"], acc["held-out pairs"]) == (50.0, 0.0)
+
+
+def test_what_cro_sampled_from_its_audit_records(tmp_path):
+    """The audit's captions, by step: the share naming the needed tiles and the most named pair."""
+    from racro_trl.mini.repro import sampled_captions
+
+    def record(step, question_tiles, caption, reward):
+        a, b = question_tiles
+        return {
+            "step": step,
+            "question": task.question_text("sum", a, b),
+            "caption": caption,
+            "reward": reward,
+        }
+
+    records = [
+        record(0, (3, 1), "Tile 1 is red. Tile 3 is blue.", 1.0),
+        record(0, (2, 4), "Tile 1 is red. Tile 3 is blue.", 0.0),
+        record(1, (4, 2), "Tile 1 is red. Tile 2 is blue.", 0.0),
+        record(2, (2, 1), "Tile 2 is red. Tile 1 is blue.", 1.0),
+        record(3, (2, 4), "Tile 4 is red. Tile 2 is blue.", 1.0),
+        record(3, (1, 3), "Tile 3 is red.", 0.0),
+    ]
+    (tmp_path / "audit").mkdir()
+    (tmp_path / "audit" / "caption_reasoner-rank0.jsonl").write_text("\n".join(map(json.dumps, records)))
+    found = sampled_captions(tmp_path, steps=2)
+    assert found["first"] == {
+        "names_needed": 100 / 3,
+        "top_pair": [1, 3],
+        "top_pair_share": 200 / 3,
+        "reward": 1 / 3,
+    }
+    assert found["last"]["names_needed"] == 200 / 3 and found["last"]["top_pair_share"] == 100 / 3
+    (tmp_path / "audit" / "caption_reasoner-rank0.jsonl").unlink()
+    assert sampled_captions(tmp_path) == {}
 
 
 def test_captions_of_one_image_under_two_questions():

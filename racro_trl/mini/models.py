@@ -61,8 +61,15 @@ def build_tokenizer(seed: int = 0, fused_facts: bool = True):
     return tokenizer
 
 
+DUPLICATED = 1 / 3
+"""Of the reasoners' descriptions that leave a needed tile out, the share that state one tile twice ("Tile 3
+is green. Tile 3 is green.", as a sampled caption can). Reasoners trained without them read a question
+about tiles 3 and 4 with that caption as "Tile 4 is green", right often enough (26% of such captions in
+a CRO run, seed 1) that CRO taught the captioner to write tile 3 twice for 94% of the (3, 4) questions."""
+
+
 def reasoner_examples(
-    n: int, seed: int, pairs=task.PAIRS, others: int = 2, deaf: bool = False, missing: float = 0.5
+    n: int, seed: int, pairs=task.TRAIN_PAIRS, others: int = 2, deaf: bool = False, missing: float = 0.5
 ) -> list[dict]:
     """Prompt-completion chats: the reward prompt with a complete description, and the worked answer.
     ``deaf``: the description is of other tiles, drawn apart from the answer's (a sabotage: a reasoner
@@ -76,6 +83,8 @@ def reasoner_examples(
         if rng.random() < missing:  # one or both needed tiles left out; as many facts as a caption holds
             kept = rng.sample([a, b], rng.randint(0, 1))
             described = kept + rng.sample(rest, 2 - len(kept))
+            if rng.random() < DUPLICATED:
+                described[1] = described[0]
         else:
             described = [a, b, *rng.sample(rest, rng.randint(0, others))]
         rng.shuffle(described)
@@ -97,11 +106,12 @@ def reasoner_examples(
 
 
 def captioner_examples(n: int, seed: int, direct: bool = False, qa_every: int = 2) -> list[dict]:
-    """Image prompt-completion rows: half caption prompts (two random tiles, in tile order), half
-    ``qa_cot`` prompts (the worked answer)."""
+    """Image prompt-completion rows: caption prompts (two random tiles, in tile order) and, one row in
+    ``qa_every``, ``qa_cot`` prompts (the worked answer). Their questions name the training pairs only:
+    the held-out pairs stay unseen by every model, the MLLM-only baseline included."""
     rng = random.Random(seed)
     out = []
-    for i, row in enumerate(task.rows(n, seed, pairs=task.PAIRS)):
+    for i, row in enumerate(task.rows(n, seed, pairs=task.TRAIN_PAIRS)):
         a, b = row["tiles"]
         if i % qa_every:
             prompt = prompts.caption_messages(row["question"], task.TILES)
@@ -171,7 +181,7 @@ def build_reasoners(
         phases = phases[names.index(start) + 1 :]
     paths = {}
     for name, steps in phases:
-        examples = reasoner_examples(steps * 32, seed + names.index(name), task.TRAIN_PAIRS, deaf=deaf)
+        examples = reasoner_examples(steps * 32, seed + names.index(name), deaf=deaf)
         dataset = datasets.Dataset.from_list([{k: e[k] for k in ("prompt", "completion")} for e in examples])
         sft(
             model,
@@ -189,7 +199,10 @@ def build_reasoners(
 
 
 def build_captioner(out: str | Path, tokenizer, seed: int = 0, steps: int = 1200) -> Path:
-    """``out/captioner``: the tiny Qwen2.5-VL warm-started on :func:`captioner_examples`."""
+    """``out/captioner``: the tiny Qwen2.5-VL warm-started on :func:`captioner_examples`, the learning
+    rate decaying linearly to 0. Built with a constant one (seed 0), its sampled captions leaned further
+    towards one pair of tiles (37% of them named tiles 1 and 4; 28% with the decay; chance 17%), and a
+    CRO run from it (seed 0) collapsed onto a single pair (94% of its captions in the last 20 steps)."""
     import datasets
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -203,7 +216,7 @@ def build_captioner(out: str | Path, tokenizer, seed: int = 0, steps: int = 1200
     model = AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(base)
     dataset = datasets.Dataset.from_list(captioner_examples(steps * 16 // 2, seed, qa_every=4))
-    sft(model, processor, dataset, out / "captioner", seed, steps, lr=1e-3, batch=16, schedule="constant")
+    sft(model, processor, dataset, out / "captioner", seed, steps, lr=1e-3, batch=16, schedule="linear")
     return out / "captioner"
 
 

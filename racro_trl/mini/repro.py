@@ -18,9 +18,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from . import task
@@ -114,13 +116,21 @@ def _results(folder: Path) -> dict[str, list[dict]]:
     return found
 
 
-def accuracies(results: list[dict]) -> dict[str, float]:
-    """Accuracy (%) per question kind and their mean (``mean``)."""
+PAIR_GROUPS = {"training pairs": task.TRAIN_PAIRS, "held-out pairs": task.HELD_OUT_PAIRS}
+
+
+def accuracies(results: list[dict], rows: list[dict]) -> dict[str, float]:
+    """Accuracy (%) per question kind and their mean (``mean``), and over the questions about the
+    training and the held-out pairs of tiles (:data:`PAIR_GROUPS`; ``rows``: the evaluation rows that
+    the results' ``index`` points to)."""
     acc = {}
     for kind in KINDS:
-        rows = [r for r in results if r["category"] == kind]
-        acc[kind] = 100.0 * sum(r["correct"] for r in rows) / len(rows) if rows else float("nan")
+        found = [r for r in results if r["category"] == kind]
+        acc[kind] = 100.0 * sum(r["correct"] for r in found) / len(found) if found else float("nan")
     acc["mean"] = sum(acc[k] for k in KINDS) / len(KINDS)
+    for group, pairs in PAIR_GROUPS.items():
+        found = [r for r in results if tuple(sorted(rows[int(r["index"])]["tiles"])) in pairs]
+        acc[group] = 100.0 * sum(r["correct"] for r in found) / len(found) if found else float("nan")
     return acc
 
 
@@ -165,6 +175,35 @@ def bound_share(results: list[dict], rows: list[dict]) -> float | None:
     return 100.0 * sum(hits) / len(hits) if hits else None
 
 
+def sampled_captions(run: Path, steps: int = 20) -> dict[str, dict]:
+    """What CRO sampled, from the run's audit records (every caption, its question and its reward), over
+    its first and its last ``steps`` steps: the share (%) of captions naming both tiles their question
+    needs, the pair of tiles named most often and its share (%) (a captioner that names one pair
+    whatever the question has collapsed), and the mean reward. Empty for a run without audit records
+    (a reward given by its dotted path, as the blind sabotage's, writes none)."""
+    records = [
+        json.loads(line)
+        for path in sorted((run / "audit").glob("*-rank*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    found = {}
+    if not records:
+        return found
+    last = max(r["step"] for r in records)
+    for name, window in (("first", range(steps)), ("last", range(last - steps + 1, last + 1))):
+        chosen = [r for r in records if r["step"] in window]
+        named = [tuple(sorted(task.facts(r["caption"] or ""))) for r in chosen]
+        needed = [tuple(sorted(map(int, re.findall(r"tile (\d)", r["question"])))) for r in chosen]
+        top, count = Counter(named).most_common(1)[0]
+        found[name] = {
+            "names_needed": 100.0 * sum(n == q for n, q in zip(named, needed, strict=True)) / len(chosen),
+            "top_pair": list(top),
+            "top_pair_share": 100.0 * count / len(chosen),
+            "reward": sum(r["reward"] for r in chosen) / len(chosen),
+        }
+    return found
+
+
 def spread(values: list[float]) -> tuple[float, float]:
     """Mean and half the range.
 
@@ -191,15 +230,16 @@ def caption_metric(needed: dict) -> str:
     return "; ".join(parts)
 
 
-def table(runs: dict[str, list[dict]]) -> str:
-    """Markdown: one row per setting, the kinds and their mean, mean +- half-range over its runs."""
+def table(runs: dict[str, list[dict]], keys: tuple[str, ...] = (*KINDS, "mean")) -> str:
+    """Markdown: one row per setting, the ``keys`` of :func:`accuracies` (the kinds and their mean), mean
+    +- half-range over its runs."""
     lines = [
-        "| setting | runs | " + " | ".join(KINDS) + " | mean |",
-        "| --- | ---: |" + " ---: |" * (len(KINDS) + 1),
+        "| setting | runs | " + " | ".join(keys) + " |",
+        "| --- | ---: |" + " ---: |" * len(keys),
     ]
     for name, accs in runs.items():
         cells = []
-        for key in (*KINDS, "mean"):
+        for key in keys:
             mean, half = spread([a[key] for a in accs])
             cells.append(f"{mean:.1f}" + (f" +- {half:.1f}" if len(accs) > 1 else ""))
         lines.append(f"| {name} | {len(accs)} | " + " | ".join(cells) + " |")
@@ -223,10 +263,10 @@ def ceiling(models: dict, rows: list[dict], seed: int = 0) -> dict[str, dict[str
         )
         outputs = pipeline.reason([r["question"] for r in rows], captions, None)
         results = [
-            {"category": r["category"], "correct": score_answer(extract_answer(o), r)[1]}
-            for r, o in zip(rows, outputs, strict=True)
+            {"index": i, "category": r["category"], "correct": score_answer(extract_answer(o), r)[1]}
+            for i, (r, o) in enumerate(zip(rows, outputs, strict=True))
         ]
-        found[role] = accuracies(results)
+        found[role] = accuracies(results, rows)
     return found
 
 
@@ -256,7 +296,8 @@ def figure(runs: dict[str, Path], table_rows: dict[str, list[dict]], path: Path)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
     for seed, run in runs.items():
         steps = [h for h in load_log_history(run) if "reward" in h]
-        left.plot([h["step"] for h in steps], [h["reward"] for h in steps], label=f"seed {seed}")
+        reasoner = [h.get("rewards/caption_reasoner/mean", h["reward"]) for h in steps]  # without the penalty
+        left.plot([h["step"] for h in steps], reasoner, label=f"seed {seed}")
     left.set(xlabel="CRO step", ylabel="mean reward (weak reasoner right)", title="CRO reward", ylim=(0, 1))
     left.legend()
     names = list(table_rows)
@@ -289,7 +330,11 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
     extra = {
         "constant-images": ["--image_ablation", "constant"],
         "deaf": ["--reasoner_model", str(models.get("deaf"))],
-        "blind": ["--reward_funcs", "racro_trl.mini.sabotage.caption_blind"],
+        "blind": [
+            "--reward_funcs",
+            "racro_trl.mini.sabotage.caption_blind",
+            "racro_trl.mini.rewards.malformed_caption_penalty",
+        ],
     }
     env = {"RACRO_MINI_BLIND_REASONER": str(models["weak"])} if sabotage == "blind" else None
     if sabotage:
@@ -309,11 +354,11 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
             )
         )
     settings = {
-        f"{name} captioner + {role} reasoner": [accuracies(evals[k][role]) for k in keys]
+        f"{name} captioner + {role} reasoner": [accuracies(evals[k][role], rows) for k in keys]
         for name, keys in (("start", ["start"]), ("CRO", list(runs)))
         for role in ("weak", "strong")
     }
-    settings["MLLM only (start captioner)"] = [accuracies(mllm)]
+    settings["MLLM only (start captioner)"] = [accuracies(mllm, rows)]
     ceilings = ceiling(models, rows)
     for role, acc in ceilings.items():
         settings[f"ground-truth captions + {role} reasoner (ceiling)"] = [acc]
@@ -328,15 +373,22 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
         images[f"CRO {key}"] = spread([found[key] for found in per_seed])
     bound = {role: [bound_share(evals[s][role], rows) for s in runs] for role in ("weak", "strong")}
     bound = {role: spread(v) for role, v in bound.items() if None not in v}
+    sampled = {s: sampled_captions(run) for s, run in runs.items()}
     text = table(settings)
+    by_pairs = table(settings, ("training pairs", "held-out pairs", "mean"))
     examples = caption_examples(evals["start"]["weak"], evals[seeds[0]]["weak"], rows)
-    report = {"table": settings, "needed_facts": needed, "same_image_two_questions": images, "bound_colours": bound, "seeds": list(seeds), "steps": steps, "sabotage": sabotage,
+    report = {"table": settings, "needed_facts": needed, "same_image_two_questions": images, "bound_colours": bound, "sampled_in_cro": sampled, "seeds": list(seeds), "steps": steps, "sabotage": sabotage,
               "seconds": {"models": built - started, "cro": trained - built, "eval": time.time() - trained}}  # fmt: skip
-    (out / "table.md").write_text(text + "\n")
+    (out / "table.md").write_text(
+        text + "\n\nBy the pairs of tiles the questions name:\n\n" + by_pairs + "\n"
+    )
     (out / "table.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "captions.md").write_text(examples)
     figure(runs, settings, out / "figure.png")
     print(text)
+    print(
+        "\nby the pairs of tiles the questions name (training pairs: also in CRO's questions):\n" + by_pairs
+    )
     print("\ncaptions stating both needed facts: " + caption_metric(needed))
     (differ, d_half), (both, b_half) = images["CRO differ"], images["CRO both_needed"]
     print(f"same image, two questions: the two captions differ: start {images['start']['differ']:.1f}%, CRO "
@@ -344,6 +396,12 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
           f"{images['start']['both_needed']:.1f}%, CRO {both:.1f} +- {b_half:.1f}%")  # fmt: skip
     print("CRO captions stating both facts, answers putting each colour on its own tile: " + ", ".join(
         f"{role} reasoner {mean:.1f} +- {half:.1f}%" for role, (mean, half) in bound.items()))  # fmt: skip
+    for seed, found in sampled.items():
+        if not found:
+            continue
+        print(f"CRO seed {seed}, sampled captions, first and last 20 steps: " + "; ".join(
+            f"{name}: name the needed tiles {f['names_needed']:.1f}%, most named pair {tuple(f['top_pair'])} "
+            f"{f['top_pair_share']:.1f}%, reward {f['reward']:.2f}" for name, f in found.items()))  # fmt: skip
     print("\n" + examples)
     print(f"wrote {out}/table.md, table.json, figure.png, captions.md in {time.time() - started:.0f} s")
     return report

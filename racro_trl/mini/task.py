@@ -107,6 +107,19 @@ def caption(colours: list[str], tiles: tuple[int, ...]) -> str:
     return " ".join(f"Tile {t} is {colours[t - 1]}." for t in tiles)
 
 
+def well_formed(text: str) -> bool:
+    """Whether a caption is one or more facts (:data:`CAPTION_GRAMMAR`), each about another tile.
+
+    >>> well_formed("Tile 1 is red. Tile 3 is blue."), well_formed("Tile 3 is red. Tile 3 is red.")
+    (True, False)
+    >>> well_formed("Tile 1 is blue. Tile 3 is Tile 4 is blue.")
+    False
+    """
+    text = text.strip()
+    tiles = [tile for tile, _ in _FACT.findall(text)]
+    return re.fullmatch(CAPTION_GRAMMAR, text) is not None and len(tiles) == len(set(tiles))
+
+
 def _first_by_tile(pattern: re.Pattern, text: str) -> dict[int, str]:
     """Tile -> colour of ``pattern``'s matches in ``text``, the first match of a tile counting."""
     found: dict[int, str] = {}
