@@ -109,6 +109,7 @@ def test_the_recipe_penalises_captions_that_are_not_facts_about_distinct_tiles()
     recipe = yaml.safe_load(open("recipes/mini/cro.yaml"))
     assert recipe["reward_funcs"][1] == "racro_trl.mini.rewards.malformed_caption_penalty"
     assert recipe["reward_weights"] == [1.0, 1.0]
+    assert recipe["reward_caption_grammar"] == task.CAPTION_GRAMMAR  # the logged well_formed agrees
     seen_in_cro = [
         "Tile 3 is green. Tile 3 is green.",
         "Tile 1 is blue. Tile 3 is Tile 4 is blue.",

@@ -123,14 +123,14 @@ def accuracies(results: list[dict], rows: list[dict]) -> dict[str, float]:
     """Accuracy (%) per question kind and their mean (``mean``), and over the questions about the
     training and the held-out pairs of tiles (:data:`PAIR_GROUPS`; ``rows``: the evaluation rows that
     the results' ``index`` points to)."""
-    acc = {}
-    for kind in KINDS:
-        found = [r for r in results if r["category"] == kind]
-        acc[kind] = 100.0 * sum(r["correct"] for r in found) / len(found) if found else float("nan")
+
+    def right(found: list[dict]) -> float:
+        return 100.0 * sum(r["correct"] for r in found) / len(found) if found else float("nan")
+
+    acc = {kind: right([r for r in results if r["category"] == kind]) for kind in KINDS}
     acc["mean"] = sum(acc[k] for k in KINDS) / len(KINDS)
     for group, pairs in PAIR_GROUPS.items():
-        found = [r for r in results if tuple(sorted(rows[int(r["index"])]["tiles"])) in pairs]
-        acc[group] = 100.0 * sum(r["correct"] for r in found) / len(found) if found else float("nan")
+        acc[group] = right([r for r in results if tuple(sorted(rows[int(r["index"])]["tiles"])) in pairs])
     return acc
 
 

@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 
 from ..data.schema import training_features
+from ..training.caption_health import grammar_match
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30)}
 VALUES = {"red": 1, "green": 2, "blue": 3, "yellow": 4}
@@ -40,8 +41,9 @@ TEMPLATES = {
     "difference": "What is the difference between tile {a} and tile {b}?",
     "larger": "Which is larger, tile {a} or tile {b}?",
 }
-CAPTION_GRAMMAR = r"(Tile [1-4] is (red|green|blue|yellow)\. ?)+"
-"""A well-formed caption: one or more facts, each "Tile <n> is <colour>."."""
+CAPTION_GRAMMAR = r"(?!.*(Tile [1-4]) is.*\1 is)(Tile [1-4] is (red|green|blue|yellow)\. ?)+"
+"""A well-formed caption: one or more facts, each "Tile <n> is <colour>.", no tile stated twice (the
+recipe's ``reward_caption_grammar``, logged as ``well_formed``; :func:`well_formed`)."""
 _FACT = re.compile(r"Tile ([1-4]) is (red|green|blue|yellow)\.")
 _RESTATED = re.compile(r"Tile ([1-4]) is (red|green|blue|yellow),")
 
@@ -115,9 +117,7 @@ def well_formed(text: str) -> bool:
     >>> well_formed("Tile 1 is blue. Tile 3 is Tile 4 is blue.")
     False
     """
-    text = text.strip()
-    tiles = [tile for tile, _ in _FACT.findall(text)]
-    return re.fullmatch(CAPTION_GRAMMAR, text) is not None and len(tiles) == len(set(tiles))
+    return grammar_match(text, CAPTION_GRAMMAR) is not None
 
 
 def _first_by_tile(pattern: re.Pattern, text: str) -> dict[int, str]:
