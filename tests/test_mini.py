@@ -40,8 +40,6 @@ def test_an_answer_depends_on_the_two_tiles_its_question_names_and_no_other():
         for tile, colour in itertools.product(range(1, task.TILES + 1), task.COLOURS):
             colours = list(row["colours"])
             colours[tile - 1] = colour
-            if row["category"] == "larger" and colours[a - 1] == colours[b - 1]:
-                continue
             changed = task.answer(row["category"], a, b, colours) != row["answer"]
             if tile not in (a, b):
                 assert not changed
@@ -53,35 +51,66 @@ def test_an_answer_depends_on_the_two_tiles_its_question_names_and_no_other():
                 for colour in task.COLOURS:
                     colours = list(row["colours"])
                     colours[tile - 1], colours[other - 1] = colour, other_colour
-                    if row["category"] != "larger" or colour != other_colour:
-                        outcomes.add(task.answer(row["category"], a, b, colours))
+                    outcomes.add(task.answer(row["category"], a, b, colours))
                 varies |= len(outcomes) > 1
             assert varies, (row["question"], tile)
 
 
-def test_evaluation_rows_pair_one_image_with_two_questions_and_hold_out_pairs():
+def _templates_in(texts: list[str]) -> set[tuple[str, int]]:
+    """The (kind, frame) templates whose phrasing appears in ``texts``, read with a regex of each."""
+    found = set()
+    for kind, frame in task.TEMPLATES:
+        pattern = re.escape(task.FRAMES[frame]).replace(r"\{kind\}", kind)
+        pattern = pattern.replace(r"\{a\}", r"\d").replace(r"\{b\}", r"\d")
+        if any(re.search(pattern, t) for t in texts):
+            found.add((kind, frame))
+    return found
+
+
+def test_evaluation_rows_pair_one_image_with_two_questions_and_hold_out_templates():
     rows = task.eval_rows_of(40)
     for first, second in zip(rows[::2], rows[1::2], strict=True):
         assert first["images"] is second["images"] and first["colours"] == second["colours"]
         assert sorted(first["tiles"]) != sorted(second["tiles"])
-    assert {tuple(sorted(r["tiles"])) for r in rows} & set(task.HELD_OUT_PAIRS)
+    assert _templates_in([r["question"] for r in rows]) == set(task.TEMPLATES)
+    assert {task.held_out(r) for r in rows} == {True, False}
+    assert all(task.held_out(r) == ((r["category"], r["frame"]) in task.HELD_OUT_TEMPLATES) for r in rows)
     training = task.rows(200, seed=0)
-    assert not {tuple(sorted(r["tiles"])) for r in training} & set(task.HELD_OUT_PAIRS)
+    assert _templates_in([r["question"] for r in training]) == set(task.TRAIN_TEMPLATES)
+    assert {tuple(sorted(r["tiles"])) for r in training} == set(task.PAIRS)
 
 
-def test_no_model_is_trained_on_a_question_about_a_held_out_pair():
-    """The captioner's warm start (its MLLM-only answers included) and the reasoners' training name the
-    training pairs only."""
+def test_no_model_is_trained_on_a_question_in_a_held_out_template():
+    """The captioner's warm start (its MLLM-only answers included) and the reasoners' training ask in the
+    training templates only; each kind and each phrasing is among them."""
     from racro_trl.mini import models
-
-    def named_pairs(texts):
-        return {tuple(sorted(map(int, re.findall(r"tile (\d)", t)))) for t in texts}
 
     captioner = [m["content"] for e in models.captioner_examples(400, seed=0) for m in e["prompt"]]
     reasoner = [m["content"] for e in models.reasoner_examples(400, seed=0) for m in e["prompt"]]
     for contents in (captioner, reasoner):
         texts = [c if isinstance(c, str) else " ".join(b.get("text", "") for b in c) for c in contents]
-        assert named_pairs(texts) - {()} == set(task.TRAIN_PAIRS)
+        assert _templates_in(texts) == set(task.TRAIN_TEMPLATES)
+    assert {k for k, _ in task.TRAIN_TEMPLATES} == set(task.KINDS)
+    assert {f for _, f in task.TRAIN_TEMPLATES} == set(range(len(task.FRAMES)))
+
+
+def test_the_warm_start_captions_name_an_asked_tile_more_often_than_chance():
+    """Half of the captioner's warm-start captions name one of the tiles their question asks about: both
+    needed tiles in about a quarter of them (a sixth by chance), two distinct tiles in tile order."""
+    from racro_trl.mini import models
+
+    examples = [
+        e
+        for e in models.captioner_examples(2400, seed=0)
+        if e["prompt"][-1]["content"][-1]["text"].startswith("\nPlease describe")
+    ]
+    both = 0
+    for e in examples:
+        stated = list(task.facts(e["completion"][0]["content"]))
+        assert len(stated) == 2 and stated == sorted(stated)
+        question = e["prompt"][-1]["content"][0]["text"]
+        both += set(stated) == {int(t) for t in re.findall(r"[Tt]ile (\d)", question)}
+    assert 0.22 < both / len(examples) < 0.28, both / len(examples)
 
 
 def test_a_tile_stated_twice_leaves_the_other_needed_tile_unstated():
@@ -100,8 +129,9 @@ def test_a_tile_stated_twice_leaves_the_other_needed_tile_unstated():
 
 
 def test_the_recipe_penalises_captions_that_are_not_facts_about_distinct_tiles():
-    """Captions CRO taught the captioner when the tiny reasoners' guesses paid (docs/mini-racro.md) score
-    -1 in the recipe's second reward; facts about distinct tiles score 0."""
+    """Captions CRO taught the captioner when the tiny reasoners' guesses paid
+    (docs/mini-racro-history.md) score -1 in the recipe's second reward; facts about distinct tiles
+    score 0."""
     import yaml
 
     from racro_trl.mini.rewards import malformed_caption_penalty
@@ -131,36 +161,40 @@ def test_caption_facts_and_the_needed_facts_metric():
     assert task.facts("Tile 3 is blue. Tile 3 is red.") == {3: "blue"}
 
 
-def test_needed_facts_share_by_pairs_of_tiles():
+def test_needed_facts_share_by_training_or_held_out_template():
     from racro_trl.mini.repro import needed_share
 
-    rows = [{"colours": ["red", "green", "blue", "yellow"], "tiles": t} for t in ([1, 2], [1, 4], [2, 3])]
+    colours = ["red", "green", "blue", "yellow"]
+    rows = [
+        {"colours": colours, "tiles": [1, 2], "category": "sum", "frame": 0},
+        {"colours": colours, "tiles": [1, 4], "category": "sum", "frame": 1},  # held out
+        {"colours": colours, "tiles": [2, 3], "category": "product", "frame": 0},  # held out
+    ]
     results = [
         {"index": "0", "caption": "Tile 1 is red. Tile 2 is green."},
         {"index": "1", "caption": "Tile 1 is red. Tile 2 is green."},
         {"index": "2", "caption": "Tile 2 is green. Tile 3 is blue."},
     ]
     assert needed_share(results, rows) == 100.0 * 2 / 3
-    assert needed_share(results, rows, task.HELD_OUT_PAIRS) == 50.0
-    assert needed_share(results, rows, task.TRAIN_PAIRS) == 100.0
+    assert needed_share(results, rows, held_out=True) == 50.0
+    assert needed_share(results, rows, held_out=False) == 100.0
 
 
-def test_accuracy_by_kind_and_by_training_or_held_out_pair():
+def test_accuracy_by_kind_and_by_training_or_held_out_template():
     from racro_trl.mini.repro import accuracies
 
-    rows = [{"tiles": t} for t in ([2, 1], [1, 4], [3, 2], [3, 4])]
+    templates = [("sum", 0), ("sum", 1), ("product", 2), ("difference", 2)]  # the 2nd and 4th held out
+    rows = [{"category": k, "frame": f} for k, f in templates]
     results = [
-        {"index": "0", "category": "sum", "correct": True},
-        {"index": "1", "category": "sum", "correct": True},
-        {"index": "2", "category": "larger", "correct": False},
-        {"index": "3", "category": "difference", "correct": False},
+        {"index": str(i), "category": k, "correct": correct}
+        for i, ((k, _), correct) in enumerate(zip(templates, (True, True, False, False), strict=True))
     ]
     acc = accuracies(results, rows)
-    assert (acc["sum"], acc["larger"], acc["difference"]) == (100.0, 0.0, 0.0)
-    assert (acc["training pairs"], acc["held-out pairs"]) == (50.0, 50.0)
+    assert (acc["sum"], acc["product"], acc["difference"]) == (100.0, 0.0, 0.0)
+    assert (acc["training templates"], acc["held-out templates"]) == (50.0, 50.0)
     results[1]["correct"] = False
     acc = accuracies(results, rows)
-    assert (acc["training pairs"], acc["held-out pairs"]) == (50.0, 0.0)
+    assert (acc["training templates"], acc["held-out templates"]) == (50.0, 0.0)
 
 
 def test_what_cro_sampled_from_its_audit_records(tmp_path):
@@ -171,7 +205,7 @@ def test_what_cro_sampled_from_its_audit_records(tmp_path):
         a, b = question_tiles
         return {
             "step": step,
-            "question": task.question_text("sum", a, b),
+            "question": task.question_text("sum", a, b, frame=step % len(task.FRAMES)),
             "caption": caption,
             "reward": reward,
         }
@@ -212,24 +246,6 @@ def test_captions_of_one_image_under_two_questions():
     assert per_image(results, rows) == {"differ": 100.0 * 2 / 3, "both_needed": 100.0 / 3}
 
 
-def test_answers_that_put_each_colour_on_its_own_tile():
-    from racro_trl.mini.repro import bound_share
-
-    pairs = ([3, 1], [1, 3], [3, 4], [1, 2], [2, 1])
-    rows = [{"colours": ["red", "green", "blue", "blue"], "tiles": t} for t in pairs]
-    caption = "Tile 1 is red. Tile 3 is blue."
-    # bound; swapped; one colour twice (left out); a caption without tile 2 (left out); swapped
-    results = [
-        {"index": "0", "caption": caption, "output": "Tile 3 is blue, 3. Tile 1 is red, 1. 3 > 1, tile 3."},
-        {"index": "1", "caption": caption, "output": "Tile 1 is blue, 3. Tile 3 is red, 1. 3 > 1, tile 1."},
-        {"index": "2", "caption": "Tile 3 is blue. Tile 4 is blue.", "output": "Tile 3 is blue, 3. Tile 4 is blue, 3."},
-        {"index": "3", "caption": caption, "output": "Tile 1 is red, 1. Tile 2 is green, 2."},
-        {"index": "4", "caption": "Tile 1 is red. Tile 2 is green.", "output": "Tile 2 is red, 1. Tile 1 is green, 2."},
-    ]  # fmt: skip
-    assert bound_share(results, rows) == 100.0 / 3
-    assert bound_share(results[2:4], rows) is None
-
-
 def test_a_fact_is_one_token_that_the_answer_copies(tmp_path):
     """As the reasoner's checkpoint loads it, its tokenizer writes a caption's fact and the answer's
     restatement of it as the same single token (a copy, not an induction step); a tile left out stays
@@ -243,7 +259,7 @@ def test_a_fact_is_one_token_that_the_answer_copies(tmp_path):
     colours = ["red", "green", "blue", "yellow"]
     fact = loaded.convert_tokens_to_ids("Tile 3 is blue")
     caption = loaded(task.caption(colours, (1, 3)))["input_ids"]
-    answer = loaded(task.solution("larger", 3, 1, colours))["input_ids"]
+    answer = loaded(task.solution("product", 3, 1, colours))["input_ids"]
     assert caption.count(fact) == 1 and answer.count(fact) == 1
     assert loaded.convert_tokens_to_ids("Tile 1 is red") in caption
     missing = loaded(task.solution("sum", 3, 2, colours, stated={2, 4}))["input_ids"]

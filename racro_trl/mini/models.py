@@ -11,7 +11,7 @@
 * **Captioner** (a tiny Qwen2.5-VL): warm-started on two prompts. Asked for a caption, it states the
   colours of two tiles drawn at random, whatever the question: it perceives every tile, but its
   captions are partial, and carry what the question needs one time in six. Asked the question itself
-  (``qa_cot``), it writes the worked answer: the MLLM-only baseline.
+  (``qa_cot``), it answers directly: the MLLM-only baseline.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 PHRASES = [
     "Tile 1 is red. Tile 2 is green. Tile 3 is blue. Tile 4 is yellow.",
-    "Tile 1 is red, 1. Tile 3 is blue, 3. 1 + 3 = 4. 3 - 1 = 2. 3 > 1, tile 3. \\boxed{4}",
-    *task.TEMPLATES.values(),
+    "Tile 1 is red, 1. Tile 3 is blue, 3. 1 + 3 = 4. 3 - 1 = 2. 1 * 3 = 3. \\boxed{4}",
+    *(task.strip_tags(task.question_text(kind, 1, 3, frame)) for kind, frame in task.TEMPLATES),
 ]
 
 
@@ -41,10 +41,10 @@ def build_tokenizer(seed: int = 0, fused_facts: bool = True):
     3: one attention step. With the tile and its colour in two tokens the restatement needs an
     induction step (find "Tile 3 is" in the caption, copy the token after it), and 2-layer reasoners
     trained up to 5,500 steps never formed it: they restated the right pair of colours but put each on
-    its tile about half the time (docs/mini-racro.md), so ``larger`` stayed a coin flip. A large
-    reasoner binds a stated colour to its object as a matter of course; the fused token gives the
-    miniature that, and nothing else: the reasoner must still find the two facts the question needs
-    among those stated, know each colour's value and compute.
+    its tile about half the time (docs/mini-racro-history.md), so an earlier ``larger`` kind stayed a
+    coin flip. A large reasoner binds a stated colour to its object as a matter of course; the fused
+    token gives the miniature that, and nothing else: the reasoner must still find the two facts the
+    question needs among those stated, know each colour's value and compute.
 
     The captioner keeps the two tokens (the caption reaches the reasoner as text): it names a tile, then
     reads that tile's colour off the image. Built with the fused tokens it had to pick tile and colour
@@ -69,7 +69,7 @@ a CRO run, seed 1) that CRO taught the captioner to write tile 3 twice for 94% o
 
 
 def reasoner_examples(
-    n: int, seed: int, pairs=task.TRAIN_PAIRS, others: int = 2, deaf: bool = False, missing: float = 0.5
+    n: int, seed: int, others: int = 2, deaf: bool = False, missing: float = 0.5
 ) -> list[dict]:
     """Prompt-completion chats: the reward prompt with a complete description, and the worked answer.
     ``deaf``: the description is of other tiles, drawn apart from the answer's (a sabotage: a reasoner
@@ -77,7 +77,7 @@ def reasoner_examples(
     rng = random.Random(seed)
     examples = []
     for _ in range(n):
-        q = task.draw_question(rng, pairs)
+        q = task.draw_question(rng)
         a, b = q["tiles"]
         rest = [t for t in range(1, task.TILES + 1) if t not in (a, b)]
         if rng.random() < missing:  # one or both needed tiles left out; as many facts as a caption holds
@@ -88,7 +88,7 @@ def reasoner_examples(
         else:
             described = [a, b, *rng.sample(rest, rng.randint(0, others))]
         rng.shuffle(described)
-        question = task.question_text(q["kind"], a, b)
+        question = task.question_text(q["kind"], a, b, q["frame"])
         colours = [rng.choice(list(task.COLOURS)) for _ in q["colours"]] if deaf else q["colours"]
         examples.append(
             {
@@ -105,17 +105,40 @@ def reasoner_examples(
     return examples
 
 
-def captioner_examples(n: int, seed: int, direct: bool = False, qa_every: int = 2) -> list[dict]:
-    """Image prompt-completion rows: caption prompts (two random tiles, in tile order) and, one row in
-    ``qa_every``, ``qa_cot`` prompts (the worked answer). Their questions name the training pairs only:
-    the held-out pairs stay unseen by every model, the MLLM-only baseline included."""
+ASKED_TILE = 0.5
+"""The share of the captioner's warm-start captions that name one of the tiles their question asks
+about (the other tile at random); the rest name two tiles at random. So the starting captions carry both
+needed facts for about a quarter of the questions (a sixth by chance)."""
+
+
+def captioner_examples(n: int, seed: int, direct: bool = False, qa_every: int = 4) -> list[dict]:
+    """Image prompt-completion rows: caption prompts answered with the colours of two tiles (in tile
+    order; one of them, :data:`ASKED_TILE` of the time, a tile the question names) and, one row in
+    ``qa_every``, ``qa_cot`` prompts answered with the worked answer (``direct``: the answer alone).
+    Their questions are in the training templates only: the held-out ones stay unseen by every model,
+    the MLLM-only baseline included.
+
+    Why a caption names an asked tile half of the time (2026-12-07): from a captioner whose captions
+    ignored the question, CRO seldom made the caption follow it. In three runs the first tile stayed
+    tile 1 for 99.5-99.8% of the last steps' captions whatever the question; with the two tiles in
+    random order (to take tile 1's lead away), the share of captions naming the needed tiles stayed at
+    13% for 200 steps (seed 0), and so did the quarter of captions stating one tile twice, which the
+    penalty scores -1. The starting captioner never had to read the question's tile numbers, and CRO did
+    not teach it to. The RACRO captioner is prompted with the question too, and its captions start
+    partly conditioned on it."""
     rng = random.Random(seed)
     out = []
-    for i, row in enumerate(task.rows(n, seed, pairs=task.TRAIN_PAIRS)):
+    tiles = range(1, task.TILES + 1)
+    for i, row in enumerate(task.rows(n, seed)):
         a, b = row["tiles"]
         if i % qa_every:
             prompt = prompts.caption_messages(row["question"], task.TILES)
-            text = task.caption(row["colours"], tuple(sorted(rng.sample(range(1, task.TILES + 1), 2))))
+            if rng.random() < ASKED_TILE:
+                asked = rng.choice((a, b))
+                named = (asked, rng.choice([t for t in tiles if t != asked]))
+            else:
+                named = tuple(rng.sample(tiles, 2))
+            text = task.caption(row["colours"], tuple(sorted(named)))
         else:
             prompt = prompts.qa_cot_messages(row["question"], task.TILES)
             text = (
@@ -145,13 +168,12 @@ def inference_tokenizer(checkpoint: str | Path):
     return AutoTokenizer.from_pretrained(checkpoint)
 
 
-REASONER_PHASES = (("warmup", 600), ("weak", 300), ("strong", 1600))
+REASONER_PHASES = (("warmup", 600), ("weak", 150), ("strong", 1750))
 """SFT phases of the reasoners, each a fresh linear schedule on new examples; the weak one is saved after
-900 steps, the strong one after 2,500. Measured (2 cores, greedy, 150 questions on training pairs whose
-descriptions hold the two needed facts and up to two others, in any order; sum / difference / larger /
-both colours on their own tiles): 75.9 / 64.7 / 22.2 / 58.0% at 600 steps, 88.9 / 92.2 / 68.9 / 83.2% at
-900 (600 + 300); 100% of each after 600 + 900 steps and after 1,500 more. The weak reasoner is the one
-a caption must serve in training; the strong one answers every question whose two facts it is given."""
+750 steps, the strong one after 2,500. From ground-truth captions of the evaluation rows (2026-12-07,
+the reasoners' evaluation sampling): 29.7% after 600 steps (mostly "not stated"), 70.6% after 750 (the
+weak one), 90.3% after 900, 90.9% after 2,500 (the strong one). A weak reasoner saved at 900 steps
+would be as good as the strong one, and the swap of claim 3 could not show."""
 
 DEAF_STEPS = 900
 """The deaf reasoner (a sabotage) trains one phase: enough to answer from the question alone."""
@@ -215,7 +237,7 @@ def build_captioner(out: str | Path, tokenizer, seed: int = 0, steps: int = 1200
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(base)
-    dataset = datasets.Dataset.from_list(captioner_examples(steps * 16 // 2, seed, qa_every=4))
+    dataset = datasets.Dataset.from_list(captioner_examples(steps * 16 // 2, seed))
     sft(model, processor, dataset, out / "captioner", seed, steps, lr=1e-3, batch=16, schedule="linear")
     return out / "captioner"
 

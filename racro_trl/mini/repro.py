@@ -9,8 +9,7 @@ Written to ``--out``: ``table.md`` (rows: {start, CRO} x {weak, strong} + MLLM-o
 question kinds and their mean; CRO rows as mean +- half the range over seeds), ``table.json``,
 ``figure.png`` (reward curves and the table), ``captions.md`` (one image under two questions, before
 and after CRO) and the caption metric: the share of captions that state, rightly, both facts their
-question needs; and, per reasoner, the share of its answers that put each stated colour on its own tile
-(``bound_colours``: what ``larger`` needs).
+question needs.
 """
 
 from __future__ import annotations
@@ -116,12 +115,13 @@ def _results(folder: Path) -> dict[str, list[dict]]:
     return found
 
 
-PAIR_GROUPS = {"training pairs": task.TRAIN_PAIRS, "held-out pairs": task.HELD_OUT_PAIRS}
+TEMPLATE_GROUPS = {"training templates": False, "held-out templates": True}
+"""Columns of the second table: the questions phrased in a training or a held-out template."""
 
 
 def accuracies(results: list[dict], rows: list[dict]) -> dict[str, float]:
-    """Accuracy (%) per question kind and their mean (``mean``), and over the questions about the
-    training and the held-out pairs of tiles (:data:`PAIR_GROUPS`; ``rows``: the evaluation rows that
+    """Accuracy (%) per question kind and their mean (``mean``), and over the questions phrased in the
+    training and in the held-out templates (:data:`TEMPLATE_GROUPS`; ``rows``: the evaluation rows that
     the results' ``index`` points to)."""
 
     def right(found: list[dict]) -> float:
@@ -129,19 +129,19 @@ def accuracies(results: list[dict], rows: list[dict]) -> dict[str, float]:
 
     acc = {kind: right([r for r in results if r["category"] == kind]) for kind in KINDS}
     acc["mean"] = sum(acc[k] for k in KINDS) / len(KINDS)
-    for group, pairs in PAIR_GROUPS.items():
-        acc[group] = right([r for r in results if tuple(sorted(rows[int(r["index"])]["tiles"])) in pairs])
+    for group, held_out in TEMPLATE_GROUPS.items():
+        acc[group] = right([r for r in results if task.held_out(rows[int(r["index"])]) == held_out])
     return acc
 
 
-def needed_share(results: list[dict], rows: list[dict], pairs=None) -> float:
-    """Share (%) of captions that state, rightly, both facts their question needs; ``pairs``: only the
-    questions about these pairs of tiles (e.g. :data:`task.HELD_OUT_PAIRS`)."""
+def needed_share(results: list[dict], rows: list[dict], held_out: bool | None = None) -> float:
+    """Share (%) of captions that state, rightly, both facts their question needs; ``held_out``: only
+    the questions in the held-out (True) or the training (False) templates."""
     by_index = {str(i): row for i, row in enumerate(rows)}
     hits = [
         task.carries_needed(r["caption"] or "", by_index[str(r["index"])])
         for r in results
-        if pairs is None or tuple(sorted(by_index[str(r["index"])]["tiles"])) in pairs
+        if held_out is None or task.held_out(by_index[str(r["index"])]) == held_out
     ]
     return 100.0 * sum(hits) / len(hits)
 
@@ -159,20 +159,6 @@ def per_image(results: list[dict], rows: list[dict]) -> dict[str, float]:
     differ = [caption[a] != caption[b] for a, b in pairs]
     both = [all(task.carries_needed(caption[i], rows[int(i)]) for i in pair) for pair in pairs]
     return {"differ": 100.0 * sum(differ) / len(pairs), "both_needed": 100.0 * sum(both) / len(pairs)}
-
-
-def bound_share(results: list[dict], rows: list[dict]) -> float | None:
-    """Share (%) of a reasoner's answers that restate each needed colour with its own tile, over the
-    questions whose caption states both needed facts and whose two needed colours differ (where a
-    colour put on the other tile shows). ``sum`` and ``difference`` come out right either way;
-    ``larger`` needs the colours on their tiles."""
-    hits = []
-    for r in results:
-        row = rows[int(r["index"])]
-        a, b = row["tiles"]
-        if row["colours"][a - 1] != row["colours"][b - 1] and task.carries_needed(r["caption"] or "", row):
-            hits.append(task.needed_right(task.restated(r["output"] or ""), row))
-    return 100.0 * sum(hits) / len(hits) if hits else None
 
 
 def sampled_captions(run: Path, steps: int = 20) -> dict[str, dict]:
@@ -193,7 +179,7 @@ def sampled_captions(run: Path, steps: int = 20) -> dict[str, dict]:
     for name, window in (("first", range(steps)), ("last", range(last - steps + 1, last + 1))):
         chosen = [r for r in records if r["step"] in window]
         named = [tuple(sorted(task.facts(r["caption"] or ""))) for r in chosen]
-        needed = [tuple(sorted(map(int, re.findall(r"tile (\d)", r["question"])))) for r in chosen]
+        needed = [tuple(sorted(map(int, re.findall(r"[Tt]ile (\d)", r["question"])))) for r in chosen]
         top, count = Counter(named).most_common(1)[0]
         found[name] = {
             "names_needed": 100.0 * sum(n == q for n, q in zip(named, needed, strict=True)) / len(chosen),
@@ -215,13 +201,13 @@ def spread(values: list[float]) -> tuple[float, float]:
 
 def caption_metric(needed: dict) -> str:
     """One line: the share of captions stating both needed facts, start and CRO, over all questions and
-    over the training and the held-out pairs of tiles.
+    over those in the training and in the held-out templates.
 
-    >>> caption_metric({"start": 18.2, "CRO": (55.7, 9.6), "start, held-out pairs": 50.0, "CRO, held-out pairs": (0.0, 0.0)})
-    'start 18.2%, CRO 55.7 +- 9.6%; held-out pairs: start 50.0%, CRO 0.0 +- 0.0%'
+    >>> caption_metric({"start": 18.2, "CRO": (55.7, 9.6), "start, held-out templates": 50.0, "CRO, held-out templates": (0.0, 0.0)})
+    'start 18.2%, CRO 55.7 +- 9.6%; held-out templates: start 50.0%, CRO 0.0 +- 0.0%'
     """
     parts = []
-    for group in ("", ", training pairs", ", held-out pairs"):
+    for group in ("", *(f", {g}" for g in TEMPLATE_GROUPS)):
         if f"start{group}" in needed:
             cro, half = needed[f"CRO{group}"]
             parts.append(
@@ -364,38 +350,34 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
         settings[f"ground-truth captions + {role} reasoner (ceiling)"] = [acc]
     needed = {"start": needed_share(evals["start"]["weak"], rows)}
     needed["CRO"] = spread([needed_share(evals[s]["weak"], rows) for s in runs])
-    for group, pairs in (("training pairs", task.TRAIN_PAIRS), ("held-out pairs", task.HELD_OUT_PAIRS)):
-        needed[f"start, {group}"] = needed_share(evals["start"]["weak"], rows, pairs)
-        needed[f"CRO, {group}"] = spread([needed_share(evals[s]["weak"], rows, pairs) for s in runs])
+    for group, held_out in TEMPLATE_GROUPS.items():
+        needed[f"start, {group}"] = needed_share(evals["start"]["weak"], rows, held_out)
+        needed[f"CRO, {group}"] = spread([needed_share(evals[s]["weak"], rows, held_out) for s in runs])
     images = {"start": per_image(evals["start"]["weak"], rows)}
     per_seed = [per_image(evals[s]["weak"], rows) for s in runs]
     for key in ("differ", "both_needed"):
         images[f"CRO {key}"] = spread([found[key] for found in per_seed])
-    bound = {role: [bound_share(evals[s][role], rows) for s in runs] for role in ("weak", "strong")}
-    bound = {role: spread(v) for role, v in bound.items() if None not in v}
     sampled = {s: sampled_captions(run) for s, run in runs.items()}
     text = table(settings)
-    by_pairs = table(settings, ("training pairs", "held-out pairs", "mean"))
+    by_templates = table(settings, (*TEMPLATE_GROUPS, "mean"))
     examples = caption_examples(evals["start"]["weak"], evals[seeds[0]]["weak"], rows)
-    report = {"table": settings, "needed_facts": needed, "same_image_two_questions": images, "bound_colours": bound, "sampled_in_cro": sampled, "seeds": list(seeds), "steps": steps, "sabotage": sabotage,
+    report = {"table": settings, "needed_facts": needed, "same_image_two_questions": images, "sampled_in_cro": sampled, "seeds": list(seeds), "steps": steps, "sabotage": sabotage,
               "seconds": {"models": built - started, "cro": trained - built, "eval": time.time() - trained}}  # fmt: skip
     (out / "table.md").write_text(
-        text + "\n\nBy the pairs of tiles the questions name:\n\n" + by_pairs + "\n"
+        text + "\n\nBy the templates the questions are phrased in:\n\n" + by_templates + "\n"
     )
     (out / "table.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "captions.md").write_text(examples)
     figure(runs, settings, out / "figure.png")
     print(text)
     print(
-        "\nby the pairs of tiles the questions name (training pairs: also in CRO's questions):\n" + by_pairs
+        "\nby the templates the questions are phrased in (training templates: also CRO's):\n" + by_templates
     )
     print("\ncaptions stating both needed facts: " + caption_metric(needed))
     (differ, d_half), (both, b_half) = images["CRO differ"], images["CRO both_needed"]
     print(f"same image, two questions: the two captions differ: start {images['start']['differ']:.1f}%, CRO "
           f"{differ:.1f} +- {d_half:.1f}%; each states its own question's facts: start "
           f"{images['start']['both_needed']:.1f}%, CRO {both:.1f} +- {b_half:.1f}%")  # fmt: skip
-    print("CRO captions stating both facts, answers putting each colour on its own tile: " + ", ".join(
-        f"{role} reasoner {mean:.1f} +- {half:.1f}%" for role, (mean, half) in bound.items()))  # fmt: skip
     for seed, found in sampled.items():
         if not found:
             continue

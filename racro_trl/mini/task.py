@@ -6,12 +6,17 @@ red 1, green 2, blue 3, yellow 4. A question names two tiles and asks for
 
 * ``sum``: the sum of their values (2-8);
 * ``difference``: the larger value minus the smaller (0-3);
-* ``larger``: which of the two has the larger value (the tile's number; the two values differ).
+* ``product``: the product of their values (1-16).
 
 So an answer needs two facts read off the image (the colours of the two tiles the question names) and a
 step of arithmetic. A caption states at most two facts ("Tile 1 is red. Tile 3 is blue.",
 :func:`caption`): a caption of the wrong two tiles leaves the reasoner guessing. Evaluation holds out
-images (other seeds) and tile pairs (:data:`HELD_OUT_PAIRS` never appear in training questions).
+images (other seeds) and question templates: each kind is asked in three phrasings (:data:`FRAMES`),
+and the three kind-and-phrasing pairs of :data:`HELD_OUT_TEMPLATES` appear in no training question.
+
+Every kind is symmetric in its two tiles. A ``larger`` kind (which tile's value is larger) was dropped
+on 2026-12-07: it needs each colour bound to its tile, which the 0.6M-parameter reasoners guessed (their
+ceiling on it 30-78% from one build to the next; docs/mini-racro-history.md).
 """
 
 from __future__ import annotations
@@ -32,15 +37,19 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), 
 VALUES = {"red": 1, "green": 2, "blue": 3, "yellow": 4}
 TILES = 4
 TILE_SIZE = 56  # the tiny processor's smallest grid: 2 x 2 visual tokens per tile
-KINDS = ("sum", "difference", "larger")
+KINDS = ("sum", "difference", "product")
 PAIRS = tuple(itertools.combinations(range(1, TILES + 1), 2))
-HELD_OUT_PAIRS = ((1, 4), (2, 3))
-TRAIN_PAIRS = tuple(p for p in PAIRS if p not in HELD_OUT_PAIRS)
-TEMPLATES = {
-    "sum": "What is the sum of tile {a} and tile {b}?",
-    "difference": "What is the difference between tile {a} and tile {b}?",
-    "larger": "Which is larger, tile {a} or tile {b}?",
-}
+FRAMES = (
+    "What is the {kind} of tile {a} and tile {b}?",
+    "Find the {kind} of tile {a} and tile {b}.",
+    "Tile {a} and tile {b}: what is their {kind}?",
+)
+HELD_OUT_TEMPLATES = (("product", 0), ("sum", 1), ("difference", 2))
+"""(kind, frame) pairs asked only in evaluation: each kind and each phrasing is trained, in other pairings."""
+TRAIN_TEMPLATES = tuple(
+    (kind, frame) for kind in KINDS for frame in range(len(FRAMES)) if (kind, frame) not in HELD_OUT_TEMPLATES
+)
+TEMPLATES = tuple((kind, frame) for kind in KINDS for frame in range(len(FRAMES)))
 CAPTION_GRAMMAR = r"(?!.*(Tile [1-4]) is.*\1 is)(Tile [1-4] is (red|green|blue|yellow)\. ?)+"
 """A well-formed caption: one or more facts, each "Tile <n> is <colour>.", no tile stated twice (the
 recipe's ``reward_caption_grammar``, logged as ``well_formed``; :func:`well_formed`)."""
@@ -75,29 +84,33 @@ def tile_image(colour: str, tile: int, rng: random.Random):
     return image
 
 
-def question_text(kind: str, a: int, b: int) -> str:
-    """The question as the captioner sees it: the words, then the four tiles' image tags.
+def question_text(kind: str, a: int, b: int, frame: int = 0) -> str:
+    """The question as the captioner sees it: the words (phrased as :data:`FRAMES` ``[frame]``), then the
+    four tiles' image tags.
 
     >>> question_text("sum", 1, 3)
     'What is the sum of tile 1 and tile 3?<image><image><image><image>'
+    >>> strip_tags(question_text("product", 4, 2, frame=2))
+    'Tile 4 and tile 2: what is their product?'
     """
-    return TEMPLATES[kind].format(a=a, b=b) + "<image>" * TILES
+    return FRAMES[frame].format(kind=kind, a=a, b=b) + "<image>" * TILES
 
 
 def answer(kind: str, a: int, b: int, colours: list[str]) -> str:
     """The gold answer of a question about tiles ``a`` and ``b`` (1-based) of ``colours``.
 
-    >>> answer("sum", 1, 3, ["red", "green", "blue", "yellow"]), answer("larger", 2, 4, ["red", "green", "blue", "yellow"])
-    ('4', '4')
+    >>> colours = ["red", "green", "blue", "yellow"]
+    >>> answer("sum", 1, 3, colours), answer("product", 2, 4, colours)
+    ('4', '8')
     """
     va, vb = VALUES[colours[a - 1]], VALUES[colours[b - 1]]
     if kind == "sum":
         return str(va + vb)
     if kind == "difference":
         return str(abs(va - vb))
-    if va == vb:
-        raise ValueError("a 'larger' question needs two different values")
-    return str(a if va > vb else b)
+    if kind == "product":
+        return str(va * vb)
+    raise ValueError(f"unknown kind {kind!r}; the kinds are {KINDS}")
 
 
 def caption(colours: list[str], tiles: tuple[int, ...]) -> str:
@@ -187,21 +200,24 @@ def solution(kind: str, a: int, b: int, colours: list[str], stated: set[int] | N
     elif kind == "difference":
         steps += f"{max(va, vb)} - {min(va, vb)} = {gold}. "
     else:
-        steps += f"{max(va, vb)} > {min(va, vb)}, tile {gold}. "
+        steps += f"{va} * {vb} = {gold}. "
     return steps + f"\\boxed{{{gold}}}"
 
 
-def draw_question(rng: random.Random, pairs=TRAIN_PAIRS, kinds=KINDS) -> dict:
-    """One question: four random colours, a kind and an ordered pair of tiles (a ``larger`` question
-    is drawn again until its two values differ)."""
-    while True:
-        colours = [rng.choice(list(COLOURS)) for _ in range(TILES)]
-        kind = rng.choice(kinds)
-        a, b = rng.choice(pairs)
-        if rng.random() < 0.5:
-            a, b = b, a
-        if kind != "larger" or colours[a - 1] != colours[b - 1]:
-            return {"colours": colours, "kind": kind, "tiles": (a, b)}
+def draw_question(rng: random.Random, templates=TRAIN_TEMPLATES) -> dict:
+    """One question: four random colours, a template (kind and phrasing) of ``templates`` and an ordered
+    pair of distinct tiles."""
+    colours = [rng.choice(list(COLOURS)) for _ in range(TILES)]
+    kind, frame = rng.choice(templates)
+    a, b = rng.choice(PAIRS)
+    if rng.random() < 0.5:
+        a, b = b, a
+    return {"colours": colours, "kind": kind, "frame": frame, "tiles": (a, b)}
+
+
+def held_out(row: dict) -> bool:
+    """Whether a row's question is phrased in a held-out template (:data:`HELD_OUT_TEMPLATES`)."""
+    return (row["category"], int(row["frame"])) in HELD_OUT_TEMPLATES
 
 
 def strip_tags(question: str) -> str:
@@ -209,37 +225,37 @@ def strip_tags(question: str) -> str:
     return question.replace("<image>", "")
 
 
-def rows(n: int, seed: int, pairs=TRAIN_PAIRS, paired: bool = False) -> list[dict]:
+def rows(n: int, seed: int, templates=TRAIN_TEMPLATES, paired: bool = False) -> list[dict]:
     """``n`` rows in the training schema (``images``, ``question``, ``answer``, ``category``, ...),
-    plus ``colours`` and ``tiles`` (what the caption metric needs). ``paired``: rows come two by two,
-    the same tiles under two questions about different pairs of tiles."""
+    plus ``colours``, ``tiles`` (what the caption metric needs) and ``frame`` (the phrasing).
+    ``paired``: rows come two by two, the same tiles under two questions about different pairs of
+    tiles."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
         if paired and i % 2:
             previous = out[-1]
             while True:
-                q = draw_question(rng, pairs)
-                if sorted(q["tiles"]) != sorted(previous["tiles"]) and (
-                    q["kind"] != "larger" or len({previous["colours"][t - 1] for t in q["tiles"]}) == 2
-                ):
+                q = draw_question(rng, templates)
+                if sorted(q["tiles"]) != sorted(previous["tiles"]):
                     break
             q["colours"] = previous["colours"]
             images = previous["images"]
         else:
-            q = draw_question(rng, pairs)
+            q = draw_question(rng, templates)
             images = [tile_image(c, t, rng) for t, c in enumerate(q["colours"], 1)]
         a, b = q["tiles"]
         out.append(
             {
                 "images": images,
-                "question": question_text(q["kind"], a, b),
+                "question": question_text(q["kind"], a, b, q["frame"]),
                 "answer": answer(q["kind"], a, b, q["colours"]),
                 "category": q["kind"],
                 "source": "racro-mini-tiles",
                 "qid": f"tiles-{seed}-{i:05d}",
                 "colours": q["colours"],
                 "tiles": [a, b],
+                "frame": q["frame"],
             }
         )
     return out
@@ -252,7 +268,7 @@ def write_tsv(rows_: list[dict], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.writer(f, delimiter="\t")
-        writer.writerow(["index", "image", "question", "answer", "category", "colours", "tiles"])
+        writer.writerow(["index", "image", "question", "answer", "category", "colours", "tiles", "frame"])
         for i, row in enumerate(rows_):
             encoded = []
             for image in row["images"]:
@@ -261,7 +277,7 @@ def write_tsv(rows_: list[dict], path: str | Path) -> Path:
                 encoded.append(base64.b64encode(buf.getvalue()).decode())
             writer.writerow(
                 [i, json.dumps(encoded), row["question"], row["answer"], row["category"],
-                 " ".join(row["colours"]), " ".join(map(str, row["tiles"]))]
+                 " ".join(row["colours"]), " ".join(map(str, row["tiles"])), row["frame"]]
             )  # fmt: skip
     return path
 
@@ -270,19 +286,22 @@ EVAL_SEED = 1_000_003  # images of the evaluation TSV: a seed no training set us
 
 
 def eval_rows_of(n: int = 192, seed: int = 0) -> list[dict]:
-    """The evaluation rows: new images, each under two questions about different pairs (every pair)."""
-    return rows(n, EVAL_SEED + seed, pairs=PAIRS, paired=True)
+    """The evaluation rows: new images, each under two questions about different pairs of tiles, in every
+    template (the held-out ones a third of them)."""
+    return rows(n, EVAL_SEED + seed, templates=TEMPLATES, paired=True)
 
 
 def write_tiles_data(out: str | Path, n: int = 512, seed: int = 0, eval_rows: int = 192) -> Path:
-    """``out/train.parquet`` (``n`` rows on the training pairs) and ``out/Tiles.tsv`` (``eval_rows``
-    rows on new images, every pair: the held-out pairs are a third of them); returns the parquet."""
+    """``out/train.parquet`` (``n`` rows in the training templates) and ``out/Tiles.tsv`` (``eval_rows``
+    rows on new images, every template: the held-out ones are a third of them); returns the parquet."""
     import datasets
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     features = training_features(
-        colours=datasets.List(datasets.Value("string")), tiles=datasets.List(datasets.Value("int32"))
+        colours=datasets.List(datasets.Value("string")),
+        tiles=datasets.List(datasets.Value("int32")),
+        frame=datasets.Value("int32"),
     )
     datasets.Dataset.from_list(rows(n, seed), features=features).to_parquet(str(out / "train.parquet"))
     write_tsv(eval_rows_of(eval_rows, seed), out / "Tiles.tsv")
