@@ -54,7 +54,6 @@ CAPTION_GRAMMAR = r"(?!.*(Tile [1-4]) is.*\1 is)(Tile [1-4] is (red|green|blue|y
 """A well-formed caption: one or more facts, each "Tile <n> is <colour>.", no tile stated twice (the
 recipe's ``reward_caption_grammar``, logged as ``well_formed``; :func:`well_formed`)."""
 _FACT = re.compile(r"Tile ([1-4]) is (red|green|blue|yellow)\.")
-_RESTATED = re.compile(r"Tile ([1-4]) is (red|green|blue|yellow),")
 
 
 PATTERNS = ("solid", "rows", "columns", "checks")
@@ -133,41 +132,22 @@ def well_formed(text: str) -> bool:
     return grammar_match(text, CAPTION_GRAMMAR) is not None
 
 
-def _first_by_tile(pattern: re.Pattern, text: str) -> dict[int, str]:
-    """Tile -> colour of ``pattern``'s matches in ``text``, the first match of a tile counting."""
+def facts(text: str) -> dict[int, str]:
+    """The facts a caption states, tile -> colour (the first statement of a tile counts).
+
+    >>> facts("Tile 3 is blue. Tile 1 is red. Tile 3 is red.")
+    {3: 'blue', 1: 'red'}
+    """
     found: dict[int, str] = {}
-    for tile, colour in pattern.findall(text):
+    for tile, colour in _FACT.findall(text):
         found.setdefault(int(tile), colour)
     return found
 
 
-def facts(text: str) -> dict[int, str]:
-    """The facts a caption states, tile -> colour (the first statement of a tile counts).
-
-    >>> facts("Tile 3 is blue. Tile 1 is red.")
-    {3: 'blue', 1: 'red'}
-    """
-    return _first_by_tile(_FACT, text)
-
-
-def restated(answer: str) -> dict[int, str]:
-    """The facts a reasoner's worked answer restates, tile -> colour (the first statement of a tile).
-
-    >>> restated("Tile 3 is blue, 3. Tile 1 is red, 1. 3 > 1, tile 3.")
-    {3: 'blue', 1: 'red'}
-    """
-    return _first_by_tile(_RESTATED, answer)
-
-
-def needed_right(stated: dict[int, str], row: dict) -> bool:
-    """Whether ``stated`` (tile -> colour) gives, rightly, the colour of both tiles the row's question
-    needs."""
-    return all(stated.get(t) == row["colours"][t - 1] for t in row["tiles"])
-
-
 def carries_needed(text: str, row: dict) -> bool:
     """Whether a caption states, rightly, the colour of both tiles its row's question needs."""
-    return needed_right(facts(text), row)
+    stated = facts(text)
+    return all(stated.get(t) == row["colours"][t - 1] for t in row["tiles"])
 
 
 UNKNOWN = "unknown"
