@@ -6,12 +6,13 @@
 * **Reasoners** (Qwen2 causal LMs, the architecture of R1-Distill-Qwen): trained on the CRO reward
   prompt with a *complete* description (the two tiles the question needs, and up to two others, in any
   order) to write the worked answer of :func:`racro_trl.mini.task.solution`. The **weak** one (the
-  reward of CRO) and the **strong** one (used only at inference) differ in training steps (900 and
+  reward of CRO) and the **strong** one (used only at inference) differ in training steps (750 and
   2,500, :data:`REASONER_PHASES`).
 * **Captioner** (a tiny Qwen2.5-VL): warm-started on two prompts. Asked for a caption, it states the
-  colours of two tiles drawn at random, whatever the question: it perceives every tile, but its
-  captions are partial, and carry what the question needs one time in six. Asked the question itself
-  (``qa_cot``), it answers directly: the MLLM-only baseline.
+  colours of two tiles, half of the time one of them a tile the question asks about and otherwise both
+  at random (:data:`ASKED_TILE`): it perceives every tile, but its captions are partial, and carry what
+  the question needs about a quarter of the time. Asked the question itself (``qa_cot``), it writes the
+  worked answer: the MLLM-only baseline.
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ def captioner_examples(n: int, seed: int, direct: bool = False, qa_every: int = 
     ignored the question, CRO seldom made the caption follow it. In three runs the first tile stayed
     tile 1 for 99.5-99.8% of the last steps' captions whatever the question; with the two tiles in
     random order (to take tile 1's lead away), the share of captions naming the needed tiles stayed at
-    13% for 200 steps (seed 0), and so did the quarter of captions stating one tile twice, which the
-    penalty scores -1. The starting captioner never had to read the question's tile numbers, and CRO did
+    13% for 200 steps (seed 0), and so did the quarter of captions that were not well formed (mostly one
+    tile stated twice), which the penalty scores -1. The starting captioner never had to read the question's tile numbers, and CRO did
     not teach it to. The RACRO captioner is prompted with the question too, and its captions start
     partly conditioned on it."""
     rng = random.Random(seed)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import time
@@ -137,11 +136,11 @@ def accuracies(results: list[dict], rows: list[dict]) -> dict[str, float]:
 def needed_share(results: list[dict], rows: list[dict], held_out: bool | None = None) -> float:
     """Share (%) of captions that state, rightly, both facts their question needs; ``held_out``: only
     the questions in the held-out (True) or the training (False) templates."""
-    by_index = {str(i): row for i, row in enumerate(rows)}
+    chosen = [(r, rows[int(r["index"])]) for r in results]
     hits = [
-        task.carries_needed(r["caption"] or "", by_index[str(r["index"])])
-        for r in results
-        if held_out is None or task.held_out(by_index[str(r["index"])]) == held_out
+        task.carries_needed(r["caption"] or "", row)
+        for r, row in chosen
+        if held_out is None or task.held_out(row) == held_out
     ]
     return 100.0 * sum(hits) / len(hits)
 
@@ -179,7 +178,7 @@ def sampled_captions(run: Path, steps: int = 20) -> dict[str, dict]:
     for name, window in (("first", range(steps)), ("last", range(last - steps + 1, last + 1))):
         chosen = [r for r in records if r["step"] in window]
         named = [tuple(sorted(task.facts(r["caption"] or ""))) for r in chosen]
-        needed = [tuple(sorted(map(int, re.findall(r"[Tt]ile (\d)", r["question"])))) for r in chosen]
+        needed = [task.asked_tiles(r["question"]) for r in chosen]
         top, count = Counter(named).most_common(1)[0]
         found[name] = {
             "names_needed": 100.0 * sum(n == q for n, q in zip(named, needed, strict=True)) / len(chosen),

@@ -44,12 +44,10 @@ FRAMES = (
     "Find the {kind} of tile {a} and tile {b}.",
     "Tile {a} and tile {b}: what is their {kind}?",
 )
+TEMPLATES = tuple((kind, frame) for kind in KINDS for frame in range(len(FRAMES)))
 HELD_OUT_TEMPLATES = (("product", 0), ("sum", 1), ("difference", 2))
 """(kind, frame) pairs asked only in evaluation: each kind and each phrasing is trained, in other pairings."""
-TRAIN_TEMPLATES = tuple(
-    (kind, frame) for kind in KINDS for frame in range(len(FRAMES)) if (kind, frame) not in HELD_OUT_TEMPLATES
-)
-TEMPLATES = tuple((kind, frame) for kind in KINDS for frame in range(len(FRAMES)))
+TRAIN_TEMPLATES = tuple(t for t in TEMPLATES if t not in HELD_OUT_TEMPLATES)
 CAPTION_GRAMMAR = r"(?!.*(Tile [1-4]) is.*\1 is)(Tile [1-4] is (red|green|blue|yellow)\. ?)+"
 """A well-formed caption: one or more facts, each "Tile <n> is <colour>.", no tile stated twice (the
 recipe's ``reward_caption_grammar``, logged as ``well_formed``; :func:`well_formed`)."""
@@ -198,6 +196,15 @@ def draw_question(rng: random.Random, templates=TRAIN_TEMPLATES) -> dict:
 def held_out(row: dict) -> bool:
     """Whether a row's question is phrased in a held-out template (:data:`HELD_OUT_TEMPLATES`)."""
     return (row["category"], int(row["frame"])) in HELD_OUT_TEMPLATES
+
+
+def asked_tiles(question: str) -> tuple[int, ...]:
+    """The tiles a question names, in ascending order (any phrasing of :data:`FRAMES`).
+
+    >>> asked_tiles(question_text("sum", 3, 1)), asked_tiles(question_text("sum", 4, 2, frame=2))
+    ((1, 3), (2, 4))
+    """
+    return tuple(sorted(int(t) for t in re.findall(r"[Tt]ile (\d)", question)))
 
 
 def strip_tags(question: str) -> str:
