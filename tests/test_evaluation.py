@@ -8,6 +8,7 @@ from helpers import free_port, racro, write_tsv
 from racro_trl.data.training_data import sample_rows
 from racro_trl.evaluation.evaluate import (
     BenchmarkError,
+    _slug,
     build_question,
     evaluate,
     evaluate_many,
@@ -177,6 +178,53 @@ def test_racro_infer_on_the_shipped_image(tiny_models):
         "=== extracted answer ===",
     ):
         assert heading in out.stdout
+
+
+def test_racro_infer_with_a_seed_gives_the_same_final_answer_again(tiny_models):
+    """The reasoner samples (temperature 0.6): ``--seed`` reaches its sampling, and the same seed gives the
+    same answer (unseeded, the second run answered otherwise). Another seed, another sample: the seeded
+    evaluation test below."""
+
+    def final(seed: int) -> str:
+        out = racro(
+            "infer", "--image", "data/sample/example.png", "--question", "How many yellow squares are in the image?",
+            "--mllm", str(tiny_models["policy"]), "--mllm-backend", "transformers", "--reasoner",
+            str(tiny_models["reasoner"]), "--reasoner-backend", "transformers", "--max-tokens", "24", "--seed", str(seed),
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout.split("=== final answer (reasoner) ===")[1].split("===")[0]
+
+    assert final(0) == final(0)
+
+
+def test_a_seeded_evaluation_gives_the_same_answers_again_and_keys_its_cache_by_seed(tmp_path, tiny_models):
+    """Stage 3 samples: the same seed gives the same answers in another folder; another seed is its own
+    stage-3 cache (not a resume of the first). The captions are given (a stage-2 cache), so only the
+    reasoner runs."""
+    from racro_trl.reasoning.reasoners import build_reasoner
+
+    data = write_tsv(tmp_path / "bench.tsv", corrupt=False)
+    reasoner = build_reasoner("transformers", str(tiny_models["reasoner"]))
+
+    def run(out, seed):
+        out.mkdir(exist_ok=True)
+        (out / f"stage2_caption_{_slug('cap')}.jsonl").write_text(
+            "".join(
+                json.dumps({"index": str(100 + i), "output": "Two circles and a square."}) + "\n"
+                for i in range(6)
+            )
+        )
+        pipeline = RacroPipeline(None, reasoner, Sampling(0.0, 1.0, 16), Sampling(0.6, 0.95, 24, seed=seed))
+        summary = evaluate(pipeline, "B", data, out, mode="caption-only", mllm_name="cap", reasoner_name="r")
+        answers = [json.loads(line)["output"] for line in (out / "B_caption-only_results.jsonl").open()]
+        return summary["computed"], answers
+
+    computed, first = run(tmp_path / "a", 0)
+    assert computed == {"caption": 0, "reason": 6}
+    assert run(tmp_path / "b", 0) == (computed, first), "the same seed, the same answers"
+    assert run(tmp_path / "a", 0) == ({"caption": 0, "reason": 0}, first), "resumed from its cache"
+    computed, other = run(tmp_path / "a", 1)
+    assert computed == {"caption": 0, "reason": 6} and other != first, "another seed samples again"
 
 
 def test_racro_eval_with_unreachable_reasoner(tmp_path, tiny_models):

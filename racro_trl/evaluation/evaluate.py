@@ -229,7 +229,10 @@ def evaluate(
         computed["caption"] = _run_stage(
             "caption", stage2, indices, lambda b: pipeline.caption([items[i] for i in b]), batch_size, failed
         )
-        stage3 = StageCache(out / f"stage3_{mode}_{_slug(mllm_name, reasoner_name)}.jsonl")
+        # Sampled answers depend on the seed: another seed is another stage-3 cache, not a resumed one.
+        seed = getattr(getattr(pipeline, "joint_sampling", None), "seed", None)
+        seeded = (f"seed{seed}",) if seed is not None else ()
+        stage3 = StageCache(out / f"stage3_{mode}_{_slug(mllm_name, reasoner_name, *seeded)}.jsonl")
 
         def reason(batch):
             tentatives = [stage1.outputs[i] for i in batch] if mode == "full" else None

@@ -37,6 +37,7 @@ def build_reasoner_from_args(args, reasoner: str):
         return build_reasoner(
             "vllm",
             reasoner,
+            seed=args.seed,
             gpu_memory_utilization=args.reasoner_gpu_memory_utilization,
             tensor_parallel_size=args.reasoner_tensor_parallel_size,
             max_model_len=args.max_model_len,
@@ -48,8 +49,8 @@ def build_reasoner_from_args(args, reasoner: str):
 def samplings(args):
     from ..evaluation.pipeline import JOINT_SAMPLING, MLLM_SAMPLING
 
-    return replace(MLLM_SAMPLING, max_tokens=args.max_tokens), replace(
-        JOINT_SAMPLING, max_tokens=args.max_tokens
+    return replace(MLLM_SAMPLING, max_tokens=args.max_tokens, seed=args.seed), replace(
+        JOINT_SAMPLING, max_tokens=args.max_tokens, seed=args.seed
     )
 
 
@@ -150,6 +151,13 @@ def add_model_flags(p: argparse.ArgumentParser, several_reasoners: bool = False)
         )
     p.add_argument("--reasoner-max-retries", type=int, default=3)
     p.add_argument("--max-tokens", type=int, default=8192, help="per stage (default: %(default)s)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="sampling seed (the reasoner samples at temperature 0.6): the same models and captions give the "
+        "same answers again (default: %(default)s)",
+    )
     p.add_argument(
         "--max-model-len", type=int, help="vLLM context length of both engines (default: the model's)"
     )
