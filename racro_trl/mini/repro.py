@@ -296,7 +296,7 @@ def figure(runs: dict[str, Path], table_rows: dict[str, list[dict]], path: Path)
     return path
 
 
-def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), steps: int = 300,
+def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), steps: int = 100,
          train_rows: int = 512, eval_rows: int = 192, sabotage: str | None = None) -> dict:  # fmt: skip
     """The whole reproduction (see the module's docstring); returns what ``table.json`` holds.
     ``sabotage``: ``constant-images`` (CRO on images made constant), ``deaf`` (CRO rewarded by a reasoner

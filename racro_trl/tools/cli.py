@@ -207,14 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "repro-mini",
-        help="mini-RACRO: the paper's two claims on synthetic tiles, with models built here (CPU, ~20+ min)",
+        help="mini-RACRO: the paper's two claims on synthetic tiles, with models built here (2 CPU cores: ~21 min)",
         description="Build the tiles data, a captioner and a weak and a strong reasoner (TRL SFT, from random "
         "weights), run CRO per seed (recipes/mini/cro.yaml), evaluate with racro eval and write the table, "
         "a figure and caption examples to --out. What is already in --out is reused.",
     )
     p.add_argument("--out", default="outputs/mini", help="output folder (default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="CRO seeds (default: 0 1 2)")
-    p.add_argument("--steps", type=int, default=300, help="CRO steps per seed (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=100, help="CRO steps per seed (default: %(default)s)")
     p.add_argument(
         "--sabotage",
         choices=("constant-images", "deaf", "blind"),
