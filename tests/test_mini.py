@@ -283,3 +283,37 @@ def test_reasoners_train_on_the_tokens_their_checkpoint_loads_with(tmp_path):
     used = models.inference_tokenizer(checkpoint)
     assert used(text)["input_ids"] == loaded(text)["input_ids"]
     json.dumps(example)  # the examples are plain data (datasets.Dataset.from_list)
+
+
+def test_an_interrupted_reasoner_build_goes_on_from_the_weak_reasoner(tmp_path, monkeypatch):
+    """A build stopped after the weak reasoner was saved trains only the strong one's phase, not all three
+    again (on an H100 the rerun cost 7 minutes). The build itself is mini.models' ``--start``; here, the
+    command ``build_models`` starts."""
+    from racro_trl.mini import repro
+
+    for name in ("captioner", "weak"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    started = []
+
+    class Started:
+        def __init__(self, cmd, **_):
+            started.append(cmd)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(repro.subprocess, "Popen", Started)
+    repro.build_models(tmp_path)
+    assert [cmd[3:] for cmd in started] == [["reasoners", str(tmp_path), "--seed", "0", "--start", "weak"]]
+
+
+def test_data_of_another_size_in_out_is_refused_before_anything_is_built(tmp_path):
+    import pytest
+
+    from racro_trl.mini import repro
+
+    task.write_tiles_data(tmp_path / "data", n=8, eval_rows=8)
+    with pytest.raises(ValueError, match=r"Tiles.tsv holds 8 rows, not --eval-rows 16"):
+        repro.main(tmp_path, eval_rows=16)
+    assert not (tmp_path / "models").exists()

@@ -60,6 +60,8 @@ def build_models(out: Path, seed: int = 0, deaf: bool = False) -> dict[str, Path
         log = out / f"build_{role}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "racro_trl.mini.models", role, str(out), "--seed", str(seed)]
+        if role == "reasoners" and (paths["weak"] / "config.json").exists():
+            cmd += ["--start", "weak"]  # interrupted after the weak one: the strong one goes on from it
         jobs.append((subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT,
                                       env={**os.environ, "OMP_NUM_THREADS": "1"}), log))  # fmt: skip
     for job, log in jobs:
@@ -296,19 +298,30 @@ def figure(runs: dict[str, Path], table_rows: dict[str, list[dict]], path: Path)
     return path
 
 
-def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), steps: int = 100,
-         train_rows: int = 512, eval_rows: int = 192, sabotage: str | None = None) -> dict:  # fmt: skip
+GPU_CRO = ["--use_vllm", "true", "--vllm_mode", "colocate", "--vllm_gpu_memory_utilization", "0.15",
+           "--vllm_max_model_length", "1024", "--reasoner_gpu_memory_utilization", "0.15"]  # fmt: skip
+"""CRO's flags on one GPU: the captions sampled by TRL's colocated vLLM engine, the weak reasoner an
+in-process vLLM engine beside it (``reasoner_backend: vllm`` in the recipe); each takes 15% of the GPU."""
+
+
+def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), steps: int = 60,
+         train_rows: int = 512, eval_rows: int = 192, sabotage: str | None = None, gpu: bool = False) -> dict:  # fmt: skip
     """The whole reproduction (see the module's docstring); returns what ``table.json`` holds.
+    ``gpu``: CRO with :data:`GPU_CRO` (the models build and evaluate on the GPU whenever there is one).
     ``sabotage``: ``constant-images`` (CRO on images made constant), ``deaf`` (CRO rewarded by a reasoner
     trained on descriptions whose colours were drawn apart from the image) or ``blind`` (CRO rewarded by
     the weak reasoner reading an empty caption: :mod:`racro_trl.mini.sabotage`)."""
-    from ..data.training_data import build_sample_dataset
-
     started = time.time()
     out = Path(out)
     data = out / "data"
     if not (data / "train.parquet").exists():
-        build_sample_dataset(data, n=train_rows, task="tiles")
+        task.write_tiles_data(data, n=train_rows, eval_rows=eval_rows)  # make-sample-data --task tiles
+    with (data / "Tiles.tsv").open() as f:
+        held = sum(1 for _ in f) - 1
+    if held != eval_rows:
+        raise ValueError(
+            f"{data / 'Tiles.tsv'} holds {held} rows, not --eval-rows {eval_rows}: use another --out"
+        )
     rows = task.eval_rows_of(eval_rows)
     models = build_models(out / "models", deaf=sabotage == "deaf")
     built = time.time()
@@ -324,7 +337,8 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
     env = {"RACRO_MINI_BLIND_REASONER": str(models["weak"])} if sabotage == "blind" else None
     if sabotage:
         out = out / f"sabotage-{sabotage}"
-    runs = {s: cro(out, models, data, s, steps, extra.get(sabotage, []), env) for s in seeds}
+    flags = [*extra.get(sabotage, []), *(GPU_CRO if gpu else [])]
+    runs = {s: cro(out, models, data, s, steps, flags, env) for s in seeds}
     trained = time.time()
     evals = {
         "start": _results(

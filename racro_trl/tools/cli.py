@@ -42,7 +42,14 @@ def _make_sample_data(args) -> None:
 def _repro_mini(args) -> None:
     from ..mini.repro import main
 
-    main(args.out, tuple(args.seeds), args.steps, sabotage=args.sabotage)
+    main(
+        args.out,
+        tuple(args.seeds),
+        args.steps,
+        eval_rows=args.eval_rows,
+        sabotage=args.sabotage,
+        gpu=args.gpu,
+    )
 
 
 def _prepare_data(args) -> None:
@@ -207,14 +214,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "repro-mini",
-        help="mini-RACRO: the paper's two claims on synthetic tiles, with models built here (2 CPU cores: ~21 min)",
+        help="mini-RACRO: the paper's two claims on synthetic tiles, with models built here (2 CPU cores: ~16 min)",
         description="Build the tiles data, a captioner and a weak and a strong reasoner (TRL SFT, from random "
         "weights), run CRO per seed (recipes/mini/cro.yaml), evaluate with racro eval and write the table, "
         "a figure and caption examples to --out. What is already in --out is reused.",
     )
     p.add_argument("--out", default="outputs/mini", help="output folder (default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="CRO seeds (default: 0 1 2)")
-    p.add_argument("--steps", type=int, default=100, help="CRO steps per seed (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=60, help="CRO steps per seed (default: %(default)s)")
+    p.add_argument(
+        "--eval-rows", type=int, default=192, help="held-out rows of Tiles.tsv, even (default: %(default)s)"
+    )
+    p.add_argument(
+        "--gpu",
+        action="store_true",
+        help="one GPU: CRO samples captions with TRL's colocated vLLM and rewards them with an in-process vLLM "
+        "reasoner (the models build and evaluate on the GPU whenever there is one)",
+    )
     p.add_argument(
         "--sabotage",
         choices=("constant-images", "deaf", "blind"),
