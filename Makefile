@@ -13,7 +13,7 @@ RECIPE ?= recipes/tiny/cro.yaml
 ACCEL  ?= configs/accelerate/single.yaml
 TINY   ?= tiny-models
 
-.PHONY: install demo repro-mini test test-fast lint train tiny bench clean
+.PHONY: install demo repro-mini mini-models test test-fast lint train tiny bench clean
 
 install: $(STAMP)
 
@@ -47,6 +47,13 @@ demo: install
 # Mini-RACRO (racro_trl/mini): builds the tiles data and models, CRO x 3 seeds, racro eval, the table.
 repro-mini: install
 	$(BIN)/racro repro-mini --out outputs/mini
+
+# The models of the suite's reduced mini-RACRO check (tests/test_mini_claims.py), built anew into tests/data/mini
+# (~8 min on 2 cores): needed when the code that builds them changes (tests/helpers/mini.py lists it).
+mini-models: install
+	rm -rf outputs/mini-models
+	$(BIN)/python -c "from racro_trl.mini.repro import build_models; build_models(__import__('pathlib').Path('outputs/mini-models'))"
+	PYTHONPATH=tests $(BIN)/python -m helpers.mini outputs/mini-models
 
 test: install
 	$(BIN)/python -m pytest -ra --timeout=900 -n 2 --dist loadfile --no-loadscope-reorder
