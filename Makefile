@@ -52,7 +52,6 @@ repro-mini: install
 # (~8 min on 2 cores): needed when the code that builds them changes (tests/helpers/mini.py lists it).
 mini-models: install
 	rm -rf outputs/mini-models
-	$(BIN)/python -c "from racro_trl.mini.repro import build_models; build_models(__import__('pathlib').Path('outputs/mini-models'))"
 	PYTHONPATH=tests $(BIN)/python -m helpers.mini outputs/mini-models
 
 test: install

@@ -7,6 +7,8 @@ import itertools
 import json
 import re
 
+import pytest
+
 from racro_trl.evaluation.evaluate import decode_images, load_benchmark
 from racro_trl.mini import task
 
@@ -309,8 +311,6 @@ def test_an_interrupted_reasoner_build_goes_on_from_the_weak_reasoner(tmp_path, 
 
 
 def test_data_of_another_size_in_out_is_refused_before_anything_is_built(tmp_path):
-    import pytest
-
     from racro_trl.mini import repro
 
     task.write_tiles_data(tmp_path / "data", n=8, eval_rows=8)

@@ -230,6 +230,7 @@ def evaluate(
             "caption", stage2, indices, lambda b: pipeline.caption([items[i] for i in b]), batch_size, failed
         )
         # Sampled answers depend on the seed: another seed is another stage-3 cache, not a resumed one.
+        # (No pipeline when every stage is cached.)
         seed = getattr(getattr(pipeline, "joint_sampling", None), "seed", None)
         seeded = (f"seed{seed}",) if seed is not None else ()
         stage3 = StageCache(out / f"stage3_{mode}_{_slug(mllm_name, reasoner_name, *seeded)}.jsonl")

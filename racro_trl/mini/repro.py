@@ -311,13 +311,14 @@ def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), s
     ``sabotage``: ``constant-images`` (CRO on images made constant), ``deaf`` (CRO rewarded by a reasoner
     trained on descriptions whose colours were drawn apart from the image) or ``blind`` (CRO rewarded by
     the weak reasoner reading an empty caption: :mod:`racro_trl.mini.sabotage`)."""
+    from ..evaluation.evaluate import load_benchmark
+
     started = time.time()
     out = Path(out)
     data = out / "data"
     if not (data / "train.parquet").exists():
         task.write_tiles_data(data, n=train_rows, eval_rows=eval_rows)  # make-sample-data --task tiles
-    with (data / "Tiles.tsv").open() as f:
-        held = sum(1 for _ in f) - 1
+    held = len(load_benchmark(data / "Tiles.tsv"))
     if held != eval_rows:
         raise ValueError(
             f"{data / 'Tiles.tsv'} holds {held} rows, not --eval-rows {eval_rows}: use another --out"

@@ -2,7 +2,7 @@
 two reasoners of one ``racro repro-mini`` build, committed under tests/data/mini with the hashes of the
 code that built them, since building them takes ~8 minutes on 2 cores (docs/mini-racro.md).
 
-``make mini-models`` builds them anew and runs this module on the build to replace them."""
+``make mini-models`` (this module's ``__main__``) builds them anew and replaces them."""
 
 from __future__ import annotations
 
@@ -39,4 +39,7 @@ def freeze(built: Path) -> None:
 
 
 if __name__ == "__main__":
+    from racro_trl.mini.repro import build_models
+
+    build_models(Path(sys.argv[1]))  # what is already there is kept
     freeze(Path(sys.argv[1]))
