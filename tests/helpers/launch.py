@@ -52,13 +52,15 @@ def run_logged(
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             watched = errors or log  # where the stacks are printed (stderr)
+            ranks = ranks_ready_for_stacks(proc)
             before = watched.read_text()
-            children = psutil.Process(proc.pid).children(recursive=True)
-            for child in children:
+            for rank in ranks:
                 with contextlib.suppress(psutil.Error):
-                    if any(arg.endswith("recipes/cro.py") for arg in child.cmdline()):
-                        child.send_signal(signal.SIGUSR1)
+                    rank.send_signal(signal.SIGUSR1)
             time.sleep(5)
+            children = []
+            with contextlib.suppress(psutil.Error):  # the run may have ended meanwhile
+                children = psutil.Process(proc.pid).children(recursive=True)
             for child in children:
                 with contextlib.suppress(psutil.Error):
                     child.kill()
@@ -70,6 +72,37 @@ def run_logged(
                 f"---- its stacks (SIGUSR1) ----\n{stacks[:40000]}"
             )
     return proc.returncode, log.read_text()
+
+
+def ranks_ready_for_stacks(proc: subprocess.Popen, grace: float = 30) -> list:
+    """The processes under ``proc`` running ``recipes/cro.py``, once each has its SIGUSR1 handler in
+    (the signal's bit in /proc's SigCgt mask): waits up to ``grace`` seconds for a rank to appear and
+    get that far, then gives those that did. Signalled earlier, a rank dies of SIGUSR1 without a word:
+    in CI (2 cores, another test beside it) a run stopped after 25 s had no stacks to show."""
+    import psutil
+
+    def ranks() -> list:
+        found = []
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if any(arg.endswith("recipes/cro.py") for arg in child.cmdline()):
+                    found.append(child)
+        return found
+
+    def caught(rank) -> bool:
+        with contextlib.suppress(OSError, IndexError):
+            status = Path(f"/proc/{rank.pid}/status").read_text()
+            mask = int(status.split("SigCgt:")[1].split()[0], 16)
+            return bool(mask >> (signal.SIGUSR1 - 1) & 1)
+        return False
+
+    deadline = time.monotonic() + grace
+    while True:
+        found = ranks()
+        ready = [rank for rank in found if caught(rank)]
+        if (found and len(ready) == len(found)) or time.monotonic() > deadline or proc.poll() is not None:
+            return ready
+        time.sleep(0.5)
 
 
 def tiny_launch(
