@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import PYTHON, REPO, racro, run_logged, tiny_launch
+from racro_trl.training.model_setup import usable_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -50,13 +51,15 @@ def straight(tiny_models, tmp_path_factory):
 
 
 def test_killed_run_resumes_to_the_same_weights(tiny_models, straight, tmp_path):
-    # The same run, killed with SIGKILL once checkpoint-2 is on disk, then started again unchanged.
+    # The same run, killed with SIGKILL once checkpoint-2 is whole on disk, then started again unchanged.
+    # Whole: what the recipe would resume from (trainer_state.json, written last, reads); killed while that
+    # file was half written, the restart rightly skipped checkpoint-2 and this test failed.
     command = recipe(tiny_models, tmp_path / "killed", *STEPS)
     proc = subprocess.Popen(
         command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.monotonic() + 300
-    while not (tmp_path / "killed" / "checkpoint-2" / "trainer_state.json").exists():
+    while usable_checkpoint(tmp_path / "killed" / "checkpoint-2") is not None:
         assert proc.poll() is None, "the run ended before its first checkpoint"
         assert time.monotonic() < deadline
         time.sleep(0.2)
