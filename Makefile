@@ -13,7 +13,7 @@ RECIPE ?= recipes/tiny/cro.yaml
 ACCEL  ?= configs/accelerate/single.yaml
 TINY   ?= tiny-models
 
-.PHONY: install demo repro-mini mini-models test test-fast lint train tiny bench clean
+.PHONY: install demo repro-mini mini-models colour-models test test-fast lint train tiny bench clean
 
 install: $(STAMP)
 
@@ -48,11 +48,16 @@ demo: install
 repro-mini: install
 	$(BIN)/racro repro-mini --out outputs/mini
 
-# The models of the suite's reduced mini-RACRO check (tests/test_mini_claims.py), built anew into tests/data/mini
-# (~8 min on 2 cores): needed when the code that builds them changes (tests/helpers/mini.py lists it).
+# The models the suite reads from tests/data instead of building them (tests/helpers/committed.py), built anew
+# and committed when the code that builds them changes (tests/test_committed_models.py names it):
+# mini-RACRO's (~8 min on 2 cores) and the colour task's reader and captioner (~2 min).
 mini-models: install
 	rm -rf outputs/mini-models
-	PYTHONPATH=tests $(BIN)/python -m helpers.mini outputs/mini-models
+	PYTHONPATH=tests $(BIN)/python -m helpers.committed mini outputs/mini-models
+
+colour-models: install
+	rm -rf outputs/colour-models
+	PYTHONPATH=tests $(BIN)/python -m helpers.committed colour outputs/colour-models
 
 test: install
 	$(BIN)/python -m pytest -ra --timeout=900 -n 2 --dist loadfile --no-loadscope-reorder

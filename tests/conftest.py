@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny models built once per session, one vLLM reasoner engine per session."""
+"""Shared fixtures: tiny models built once per session, the colour task's committed models, one vLLM reasoner
+engine per session."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, reader_command, start_server, stop_server, vllm_server, wait_healthy
+from helpers.committed import COLOUR
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -23,30 +25,27 @@ DURATIONS = REPO / "tests" / "durations.json"
 
 def pytest_configure(config):
     """Under xdist the tiny models are built here, once, before the workers start, and shared through
-    RACRO_TINY_MODELS; the reader's server starts here too (RACRO_READER_URL). (Measured on 2 cores: the workers as they are, each process with every core,
-    ran the suite in 16 min; one thread per process, or one core per worker, took longer; building
-    the colour task's models beside the first tests doubled the build's CPU time.)"""
+    RACRO_TINY_MODELS, beside a copy of the colour task's committed models (:data:`helpers.committed.COLOUR`);
+    the reader's server starts here too (RACRO_READER_URL). (Measured on 2 cores: the workers as they are,
+    each process with every core, ran the suite in 16 min; one thread per process, or one core per worker,
+    took longer. Building the colour task's models here took 133 s of every run's wall time.)"""
     if getattr(config.option, "numprocesses", None) and not os.environ.get("RACRO_TINY_MODELS"):
         import shutil
         import tempfile
 
-        from racro_trl.toy.colour_task import build_reader
         from racro_trl.toy.tiny import build_tiny_models
 
         shared = tempfile.mkdtemp(prefix="racro-tiny-")
         config.add_cleanup(lambda: shutil.rmtree(shared, ignore_errors=True))
-        # One reader server for both workers (each would start its own: ~1 CPU-minute), started as soon
-        # as the reader exists, so that it comes up while the captioner trains, and awaited by the
+        build_tiny_models(shared, colour_task=False)
+        reader = COLOUR.copy_to(Path(shared))["reader"]
+        # One reader server for both workers (each would start its own: ~1 CPU-minute), awaited by the
         # first test that needs it (reader_server).
-        reader = build_reader(
-            Path(shared) / "reader", build_tiny_models(shared, colour_task=False)["reasoner"]
-        )
         if not os.environ.get("RACRO_READER_URL"):
             log = Path(shared) / "server.log"
             server, url = start_server(reader_command(reader), log)
             config.add_cleanup(lambda: stop_server(server))
             os.environ["RACRO_READER_URL"], os.environ["RACRO_READER_LOG"] = url + "/v1", str(log)
-        build_tiny_models(shared)  # the captioner (the rest is there)
         os.environ["RACRO_TINY_MODELS"] = shared
 
 
@@ -83,10 +82,9 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def colour_models(tiny_models) -> dict[str, Path]:
-    """The colour task's reader reasoner and warm-started captioner, beside the tiny models (~2 min)."""
-    from racro_trl.toy.tiny import build_tiny_models
-
-    return build_tiny_models(tiny_models["policy"].parent)
+    """The colour task's reader reasoner and warm-started captioner (committed: :data:`helpers.committed.COLOUR`),
+    copied beside the tiny models."""
+    return tiny_models | COLOUR.copy_to(tiny_models["policy"].parent)
 
 
 @pytest.fixture(scope="session")
