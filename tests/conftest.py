@@ -28,7 +28,7 @@ def pytest_configure(config):
     RACRO_TINY_MODELS, beside a copy of the colour task's committed models (:data:`helpers.committed.COLOUR`);
     the reader's server starts here too (RACRO_READER_URL). (Measured on 2 cores: the workers as they are,
     each process with every core, ran the suite in 16 min; one thread per process, or one core per worker,
-    took longer. Building the colour task's models here took 133 s of every run's wall time.)"""
+    took longer. Building the colour task's models here, as the suite did before, took 133 s of every run.)"""
     if getattr(config.option, "numprocesses", None) and not os.environ.get("RACRO_TINY_MODELS"):
         import shutil
         import tempfile

@@ -10,5 +10,5 @@ from helpers.committed import SETS
 def test_the_committed_models_were_built_by_this_code(name):
     changed = SETS[name].changed_since_built()
     assert not changed, (
-        f"tests/data/{SETS[name].name} was built before {changed} changed: rebuild it with `make {name}-models`"
+        f"tests/data/{name} was built before {changed} changed: rebuild it with `make {name}-models`"
     )

@@ -80,7 +80,7 @@ COLOUR = Committed(
         "racro_trl/training/caption_health.py",
     ),
 )
-SETS = {"mini": MINI, "colour": COLOUR}
+SETS = {models.name: models for models in (MINI, COLOUR)}
 
 
 if __name__ == "__main__":
