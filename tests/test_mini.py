@@ -129,6 +129,43 @@ def test_a_tile_stated_twice_leaves_the_other_needed_tile_unstated():
     assert all("not stated" in answer and answer.endswith("\\boxed{unknown}") for answer in twice)
 
 
+def test_the_weak_reasoner_is_never_shown_a_product_with_a_yellow_tile():
+    """What makes the weak reasoner weaker than the strong one is a gap in what it was taught, which no
+    machine's arithmetic moves: its examples hold no product with a yellow tile; the strong one's do."""
+    from racro_trl.mini import models
+
+    def products_with_yellow(examples):  # worked answers that multiply by yellow's value, 4
+        return sum(bool(re.search(r"\b4 \* \d|\d \* 4\b", e["completion"][0]["content"])) for e in examples)
+
+    assert products_with_yellow(models.reasoner_examples(600, seed=0, everything=False)) == 0
+    assert products_with_yellow(models.reasoner_examples(600, seed=0)) > 20
+
+
+def test_sft_stops_at_the_first_check_that_passes(tmp_path):
+    """The weak reasoner's phase stops once it computes (``until``), at the first multiple of ``every``
+    steps where the check passes, and ``sft`` says how many steps ran."""
+    import datasets
+    from transformers import AutoModelForCausalLM
+
+    from helpers.committed import MINI
+    from racro_trl.mini import models
+    from racro_trl.toy.sft import sft
+
+    weak = MINI.folder / "weak"
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(weak), models.inference_tokenizer(weak)
+    examples = models.reasoner_examples(16, seed=0)
+    dataset = datasets.Dataset.from_list([{k: e[k] for k in ("prompt", "completion")} for e in examples])
+    checks = []
+
+    def until(m):
+        checks.append(m.training)
+        return len(checks) == 2
+
+    ran = sft(model, tokenizer, dataset, tmp_path / "out", 0, 12, 1e-4, 2, "linear", until=until, every=2)
+    assert ran == 4 and len(checks) == 2
+    assert (tmp_path / "out" / "config.json").exists()
+
+
 def test_the_recipe_penalises_captions_that_are_not_facts_about_distinct_tiles():
     """Captions CRO taught the captioner when the tiny reasoners' guesses paid
     (docs/mini-racro-history.md) score -1 in the recipe's second reward; facts about distinct tiles
@@ -288,8 +325,8 @@ def test_reasoners_train_on_the_tokens_their_checkpoint_loads_with(tmp_path):
 
 
 def test_an_interrupted_reasoner_build_goes_on_from_the_weak_reasoner(tmp_path, monkeypatch):
-    """A build stopped after the weak reasoner was saved trains only the strong one's phase, not all three
-    again (on an H100 the rerun cost 7 minutes). The build itself is mini.models' ``--start``; here, the
+    """A build stopped after the weak reasoner was saved trains only the strong one's phase, not the weak
+    one's again (on an H100 the rerun cost 7 minutes). The build itself is mini.models' ``--start``; here, the
     command ``build_models`` starts."""
     from racro_trl.mini import repro
 

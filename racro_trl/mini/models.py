@@ -6,8 +6,9 @@
 * **Reasoners** (Qwen2 causal LMs, the architecture of R1-Distill-Qwen): trained on the CRO reward
   prompt with a *complete* description (the two tiles the question needs, and up to two others, in any
   order) to write the worked answer of :func:`racro_trl.mini.task.solution`. The **weak** one (the
-  reward of CRO) and the **strong** one (used only at inference) differ in training steps (750 and
-  1,000, :data:`REASONER_PHASES`).
+  reward of CRO) was never taught products with a yellow tile (:func:`unseen_by_weak`) and trains
+  until it computes the rest; the **strong** one (used only at inference) goes on from it with every
+  question (:data:`REASONER_PHASES`).
 * **Captioner** (a tiny Qwen2.5-VL): warm-started on two prompts. Asked for a caption, it states the
   colours of two tiles, half of the time one of them a tile the question asks about and otherwise both
   at random (:data:`ASKED_TILE`): it perceives every tile, but its captions are partial, and carry what
@@ -19,6 +20,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from pathlib import Path
@@ -71,16 +73,31 @@ about tiles 3 and 4 with that caption as "Tile 4 is green", right often enough (
 a CRO run, seed 1) that CRO taught the captioner to write tile 3 twice for 94% of the (3, 4) questions."""
 
 
+def unseen_by_weak(kind: str, colours: list[str], tiles) -> bool:
+    """Whether a question is one the weak reasoner never trains on: a product with a yellow tile (value
+    4), 7 in 16 of the products. The strong one learns them: the two differ by what they were taught, not
+    by where a training run stopped (see :data:`REASONER_PHASES`).
+
+    >>> unseen_by_weak("product", ["red", "yellow", "red", "red"], (1, 2)), unseen_by_weak("sum", ["yellow"] * 4, (1, 2))
+    (True, False)
+    """
+    a, b = tiles
+    return kind == "product" and "yellow" in (colours[a - 1], colours[b - 1])
+
+
 def reasoner_examples(
-    n: int, seed: int, others: int = 2, deaf: bool = False, missing: float = 0.5
+    n: int, seed: int, others: int = 2, deaf: bool = False, missing: float = 0.5, everything: bool = True
 ) -> list[dict]:
     """Prompt-completion chats: the reward prompt with a complete description, and the worked answer.
     ``deaf``: the description is of other tiles, drawn apart from the answer's (a sabotage: a reasoner
-    trained on these learns that captions say nothing)."""
+    trained on these learns that captions say nothing). ``everything=False``: no question the weak
+    reasoner never learns (:func:`unseen_by_weak`)."""
     rng = random.Random(seed)
     examples = []
     for _ in range(n):
         q = task.draw_question(rng)
+        while not everything and unseen_by_weak(q["kind"], q["colours"], q["tiles"]):
+            q = task.draw_question(rng)
         a, b = q["tiles"]
         rest = [t for t in range(1, task.TILES + 1) if t not in (a, b)]
         if rng.random() < missing:  # one or both needed tiles left out; as many facts as a caption holds
@@ -116,13 +133,13 @@ needed facts for about a quarter of the questions (a sixth by chance)."""
 
 QA_EVERY = 8
 """One warm-start row of the captioner in ``QA_EVERY`` is the question itself with its worked answer: 1,200
-worked answers, each seen twice in its 1,200 SFT steps, where the weak reasoner computes in 12,000 (half of
-its 750 steps of 32; the other half answer "not stated"). RACRO's premise is an MLLM that perceives well
+worked answers, each seen twice in its 1,200 SFT steps, where the weak reasoner computes in 12,800 (half of
+its 800 steps of 32 here; the other half answer "not stated"). RACRO's premise is an MLLM that perceives well
 and reasons worse than an LLM trained on far more worked solutions; this is that premise in miniature.
 Measured on the evaluation rows (2026-12-07, AMD EPYC), the captioner answering by itself names the asked
 tiles and states their colours right in 192 of 192 answers with one row in eight or in four; its
 equation is right in 67 of 192 with one in eight (29.2% of answers right) and in 183 with one in four
-(97.0%: above the weak reasoner even from ground-truth captions, 70.6%, and the strong one, 90.9%)."""
+(97.0%: above the reasoners of that design even from ground-truth captions, 70.6% and 90.9%)."""
 
 
 def captioner_examples(n: int, seed: int, direct: bool = False, qa_every: int = QA_EVERY) -> list[dict]:
@@ -182,13 +199,46 @@ def inference_tokenizer(checkpoint: str | Path):
     return AutoTokenizer.from_pretrained(checkpoint)
 
 
-REASONER_PHASES = (("warmup", 600), ("weak", 150), ("strong", 250))
-"""SFT phases of the reasoners, each a fresh linear schedule on new examples; the weak one is saved after
-750 steps, the strong one after 1,000. From ground-truth captions of the evaluation rows (2026-12-07,
-the reasoners' evaluation sampling): 29.7% after 600 steps (mostly "not stated"), 70.6% after 750 (the
-weak one), 88.3% after 1,000 (the strong one) and 90.9% after 2,500 (the strong one until then: 1,500 more
-steps, about 10 minutes on one core). A weak reasoner saved at 900 steps was as good as the strong one (90.3%), and the swap
-of claim 3 could not show."""
+REASONER_PHASES = (("weak", 1500, False), ("strong", 300, True))
+"""SFT phases of the reasoners, ``(name, steps, everything)``, each a fresh linear schedule on new
+examples, the model saved after each. The weak phase never shows a question :func:`unseen_by_weak`
+(``everything`` False) and stops at the first multiple of 100 steps where the reasoner computes
+(:func:`computes` >= :data:`COMPUTES`), at most at ``steps``; the strong one goes on from it with every
+question.
+
+Why the weak one is not simply stopped early (2026-12-07): it used to be the same run saved after 750
+steps, the strong one after 1,000. Where such a run learns to compute, rather than answer "not stated",
+moves with the machine's arithmetic: built here its ground-truth accuracy was 29.7% after 600 steps and
+70.6% after 750; built with torch's AVX2 kernels (``ATEN_CPU_CAPABILITY=avx2``) it was 90.4% already
+after 600, as good as the strong one, and the swap (claim 3) could not show. Now the step where the weak
+phase stops moves (800 steps here, 1,200 with the AVX2 kernels) and the gap between the two does not
+(docs/mini-racro.md)."""
+
+COMPUTES = 0.95
+"""The weak phase's stopping point: greedy accuracy from ground-truth captions of the questions it is
+taught, in the training templates (:func:`computes`)."""
+
+
+def computes(model, tokenizer, n: int = 96, seed: int = 7_000_001) -> float:
+    """Greedy accuracy of a reasoner (in training) from ground-truth captions, on ``n`` questions drawn
+    in the training templates, less those :func:`unseen_by_weak`."""
+    from ..reasoning.grading import extract_answer
+    from ..reasoning.reasoners import Sampling, TransformersReasoner
+
+    rows = [r for r in task.rows(n, seed) if not unseen_by_weak(r["category"], r["colours"], r["tiles"])]
+    chats = [
+        prompts.reasoner_reward_messages(task.caption(r["colours"], tuple(r["tiles"])), r["question"])
+        for r in rows
+    ]
+    # a copy: the reasoner pads on the left, and the tokenizer in training is saved with the model
+    reasoner = TransformersReasoner(
+        model, tokenizer=copy.deepcopy(tokenizer), device="cpu", batch_size=len(chats)
+    )
+    answers = reasoner.generate(chats, 1, Sampling(temperature=0.0, max_tokens=40)).texts
+    right = sum(extract_answer(a[0]) == r["answer"] for a, r in zip(answers, rows, strict=True)) / len(rows)
+    logger.info("reasoner computes %.3f of %d questions from ground-truth captions", right, len(rows))
+    return right
+
 
 DEAF_STEPS = 900
 """The deaf reasoner (a sabotage) trains one phase: enough to answer from the question alone."""
@@ -212,25 +262,22 @@ def build_reasoners(
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     tokenizer = inference_tokenizer(base)
-    phases = [("deaf", DEAF_STEPS)] if deaf else list(REASONER_PHASES)
-    names = [name for name, _ in phases]
+    phases = [("deaf", DEAF_STEPS, False)] if deaf else list(REASONER_PHASES)
+    names = [name for name, _, _ in phases]
     if start:
         phases = phases[names.index(start) + 1 :]
     paths = {}
-    for name, steps in phases:
-        examples = reasoner_examples(steps * 32, seed + names.index(name), deaf=deaf)
+    for name, steps, everything in phases:
+        examples = reasoner_examples(steps * 32, seed + names.index(name), deaf=deaf, everything=everything)
         dataset = datasets.Dataset.from_list([{k: e[k] for k in ("prompt", "completion")} for e in examples])
-        sft(
-            model,
-            tokenizer,
-            dataset,
-            out / name,
-            seed,
-            steps,
-            lr=2e-3,
-            batch=32,
-            schedule="linear",
-        )
+        until = None if (deaf or everything) else (lambda m: computes(m, tokenizer) >= COMPUTES)
+        ran = sft(model, tokenizer, dataset, out / name, seed, steps, 2e-3, 32, "linear", until=until)
+        if until and ran == steps and not until(model):
+            raise RuntimeError(
+                f"the {name} reasoner did not learn to compute in {steps} SFT steps (computes < {COMPUTES} "
+                "from ground-truth captions; see the log's 'reasoner computes' lines): CRO would get no "
+                "signal from it"
+            )
         paths[name] = out / name
     return paths
 
