@@ -1,11 +1,15 @@
 """Mini-RACRO's two claims, reduced to fit the suite: ``racro repro-mini`` on the committed models
-(tests/data/mini, from ``make mini-models``), one CRO seed of 40 steps rather than three of 60, 64 held-out
-rows rather than 192. The full run is docs/mini-racro.md's table.
+(tests/data/mini, from ``make mini-models``), one CRO seed of 40 steps rather than three of 60, on the
+table's 192 held-out rows. The full run is docs/mini-racro.md's table.
 
-Measured (2026-12-07, AMD EPYC, 2 cores) for seeds 0, 1 and 2 with 2 threads and seeds 0 and 1 with one:
-every run gave the same table, since every run's captions carried both needed facts for all 64 questions
-(68.8% at the start) and the evaluation is seeded: CRO + weak 69.2 (start 52.1, MLLM-only 37.4), CRO +
-strong 89.9. The thresholds below leave 9-17 points of that margin."""
+All 192 rows, not a subset: the two reasoners differ on products with a yellow tile, and on the first 64
+rows their ceilings from ground-truth captions are 85.7 and 91.3, too close for a threshold; on the 192
+they are 80.0 and 89.8.
+
+Measured (2026-12-07, AMD EPYC, 2 cores), CRO + weak / CRO + strong / captions with both needed facts,
+from start + weak 57.5 and 72.9%, MLLM-only 29.2: seed 0 68.4 / 79.1 / 88.5% (at 40 steps its
+captions got tile 1's or 2's colour wrong for 22 of the 192 questions), seed 1 77.9 / 89.8 / 100%,
+seed 2 77.9 / 89.8 / 100%; seed 0 with one thread as with two. The thresholds below hold for each with at least 5 points to spare."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import pytest
 from helpers import racro
 from helpers.committed import MINI
 
-SEED, STEPS, ROWS = 0, 40, 64
+SEED, STEPS, ROWS = 0, 40, 192
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +41,11 @@ def test_cro_captions_let_the_weak_reasoner_answer_better_than_the_start_and_the
     """Claim 1: the reasoner of training reads CRO's captions better than the starting captioner's, and
     does better than the captioner answering by itself; the captions carry the facts their question needs."""
     cro, start = report["CRO captioner + weak reasoner"], report["start captioner + weak reasoner"]
-    assert cro >= start + 8, report
+    assert cro >= start + 5, report
     assert cro >= report["MLLM only (start captioner)"] + 15, report
-    assert report["needed"]["CRO"][0] >= report["needed"]["start"] + 15, report
+    assert report["needed"]["CRO"][0] >= report["needed"]["start"] + 8, report
 
 
 def test_a_stronger_reasoner_swapped_in_at_inference_raises_accuracy(report):
     """Claim 2: the strong reasoner, never used in training, reads the same CRO captions better."""
-    assert report["CRO captioner + strong reasoner"] >= report["CRO captioner + weak reasoner"] + 8, report
+    assert report["CRO captioner + strong reasoner"] >= report["CRO captioner + weak reasoner"] + 5, report
