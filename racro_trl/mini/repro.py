@@ -307,7 +307,8 @@ in-process vLLM engine beside it (``reasoner_backend: vllm`` in the recipe); eac
 def main(out: str | Path = "outputs/mini", seeds: tuple[int, ...] = (0, 1, 2), steps: int = 60,
          train_rows: int = 512, eval_rows: int = 192, sabotage: str | None = None, gpu: bool = False) -> dict:  # fmt: skip
     """The whole reproduction (see the module's docstring); returns what ``table.json`` holds.
-    ``gpu``: CRO with :data:`GPU_CRO` (the models build and evaluate on the GPU whenever there is one).
+    ``gpu``: CRO with :data:`GPU_CRO`; the models still build on the CPU (their SFT runs there) and evaluate
+    on the GPU whenever there is one.
     ``sabotage``: ``constant-images`` (CRO on images made constant), ``deaf`` (CRO rewarded by a reasoner
     trained on descriptions whose colours were drawn apart from the image) or ``blind`` (CRO rewarded by
     the weak reasoner reading an empty caption: :mod:`racro_trl.mini.sabotage`)."""

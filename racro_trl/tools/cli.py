@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpu",
         action="store_true",
         help="one GPU: CRO samples captions with TRL's colocated vLLM and rewards them with an in-process vLLM "
-        "reasoner (the models build and evaluate on the GPU whenever there is one)",
+        "reasoner (the models build on the CPU either way, and evaluate on the GPU whenever there is one)",
     )
     p.add_argument(
         "--sabotage",
