@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import random
 from pathlib import Path
@@ -219,24 +220,32 @@ COMPUTES = 0.95
 taught, in the training templates (:func:`computes`)."""
 
 
+@functools.cache
+def _check_questions(n: int, seed: int) -> tuple[list, list[str]]:
+    """The chats (ground-truth captions) and gold answers :func:`computes` asks, drawn once per build:
+    ``task.rows`` also draws the images, a third of a check's time, and the questions depend on its draws."""
+    rows = [r for r in task.rows(n, seed) if not unseen_by_weak(r["category"], r["colours"], r["tiles"])]
+    chats = [
+        prompts.reasoner_reward_messages(task.caption(r["colours"], tuple(r["tiles"])), r["question"])
+        for r in rows
+    ]
+    return chats, [r["answer"] for r in rows]
+
+
 def computes(model, tokenizer, n: int = 96, seed: int = 7_000_001) -> float:
     """Greedy accuracy of a reasoner (in training) from ground-truth captions, on ``n`` questions drawn
     in the training templates, less those :func:`unseen_by_weak`."""
     from ..reasoning.grading import extract_answer
     from ..reasoning.reasoners import Sampling, TransformersReasoner
 
-    rows = [r for r in task.rows(n, seed) if not unseen_by_weak(r["category"], r["colours"], r["tiles"])]
-    chats = [
-        prompts.reasoner_reward_messages(task.caption(r["colours"], tuple(r["tiles"])), r["question"])
-        for r in rows
-    ]
+    chats, gold = _check_questions(n, seed)
     # a copy: the reasoner pads on the left, and the tokenizer in training is saved with the model
     reasoner = TransformersReasoner(
         model, tokenizer=copy.deepcopy(tokenizer), device="cpu", batch_size=len(chats)
     )
     answers = reasoner.generate(chats, 1, Sampling(temperature=0.0, max_tokens=40)).texts
-    right = sum(extract_answer(a[0]) == r["answer"] for a, r in zip(answers, rows, strict=True)) / len(rows)
-    logger.info("reasoner computes %.3f of %d questions from ground-truth captions", right, len(rows))
+    right = sum(extract_answer(a[0]) == g for a, g in zip(answers, gold, strict=True)) / len(gold)
+    logger.info("reasoner computes %.3f of %d questions from ground-truth captions", right, len(gold))
     return right
 
 
